@@ -1,0 +1,1 @@
+"""Metrics and plots.  Functions take arrays (and a matplotlib ``ax``); they never simulate."""

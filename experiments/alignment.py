@@ -1,0 +1,78 @@
+"""Fig. 1 (right) of the paper: alignment of TP, ITP and GAIT-prop updates with BP.
+
+An untrained 784-wide network with 4 hidden layers (leaky ReLU, 10 task outputs,
+774 auxiliary outputs), random (Xavier normal) or orthogonal initialisation; one
+batch of Fashion-MNIST test images (embedded subset) with one-hot targets and the
+quadratic loss.  The paper reports near-perfect alignment for GAIT-prop with
+orthogonal weights only; TP does not align.
+"""
+
+from __future__ import annotations
+
+import models
+from analysis.metrics import cosine
+from analysis.plots import cosine_by_layer, scatter_updates, use_agg
+
+from .common import Progress, write_summary
+from .datasets import load_embedded
+
+DESCRIPTION = __doc__
+
+
+def add_arguments(parser):
+    parser.add_argument("--width", type=int, default=784, help="layer width (default 784, the input size)")
+    parser.add_argument("--hidden", type=int, default=4, help="number of hidden layers (default 4)")
+    parser.add_argument("--batch", type=int, default=60, help="batch size (default 60)")
+    parser.add_argument("--gamma", type=float, default=1e-3, help="ITP/GAIT increment (default 1e-3)")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def run(args, out):
+    data = load_embedded()
+    batch = 20 if args.quick else args.batch
+    x = data.test_x[:batch]
+    labels = data.test_y[:batch]
+    widths = [784] + [args.width] * (args.hidden + 1)
+    rules = ("tp", "itp", "gait")
+    inits = ("random", "orthogonal")
+    progress = Progress("alignment", len(inits) * (len(rules) + 1))
+    rows, updates = [], {}
+    for init in inits:
+        net = models.init_network(widths, "xavier" if init == "random" else init, seed=args.seed, n_out=10)
+        fwd = net.forward(x)
+        target = models.constructed_target("quadratic", fwd.rates[-1], labels, 10)
+        bp, _ = models.backprop(net, fwd, target)
+        updates[init, "bp"] = bp
+        progress.step(f"{init} bp")
+        for rule in rules:
+            targets = models.compute_targets(net, fwd, target, rule, args.gamma)
+            dW, _ = models.target_updates(net, targets)
+            updates[init, rule] = dW
+            for layer, (a, b) in enumerate(zip(dW, bp), start=1):
+                rows.append({"init": init, "rule": rule, "layer": layer, "cosine": cosine(a, b)})
+            progress.step(f"{init} {rule}")
+    plt = use_agg()
+    L = len(widths) - 1
+    for init in inits:
+        fig, axes = plt.subplots(len(rules), L, figsize=(2.6 * L, 2.5 * len(rules)), squeeze=False)
+        for r, rule in enumerate(rules):
+            for i in range(L):
+                scatter_updates(axes[r, i], updates[init, "bp"][i], updates[init, rule][i],
+                                max_points=1500 if args.quick else 4000, seed=i,
+                                xlabel=f"BP, layer {i + 1}", ylabel=rule.upper())
+        fig.suptitle(f"Updates against BP, {init} initialisation (gamma = {args.gamma:g})")
+        fig.tight_layout()
+        fig.savefig(out / f"alignment_{init}.png", dpi=110)
+        plt.close(fig)
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    cosine_by_layer(ax, rows)
+    ax.set_title("Alignment with BP (untrained network)")
+    fig.tight_layout()
+    fig.savefig(out / "alignment_cosines.png", dpi=110)
+    plt.close(fig)
+    print(f"{'init':<11}{'rule':<6}" + "".join(f"layer {i:<4}" for i in range(1, L + 1)))
+    for init in inits:
+        for rule in rules:
+            cos = [r["cosine"] for r in rows if r["init"] == init and r["rule"] == rule]
+            print(f"{init:<11}{rule:<6}" + "".join(f"{c:<10.4f}" for c in cos))
+    write_summary(out, "alignment", {**vars(args), "batch": batch, "widths": widths}, rows=rows)

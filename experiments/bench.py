@@ -1,0 +1,145 @@
+"""Benchmark: per-batch time of training steps of the discrete reference.
+
+784-wide network with 4 hidden layers, batch 60, float64, Adam (published
+variant): BP, TP and GAIT-prop, each with and without the orthogonality
+regulariser.  Prints the machine's measured matmul peak (784x784 float64
+products), each step's time, its counted flops and achieved GFLOP/s, and the BP
+step's ratio to its floating-point floor (counted flops / peak).  Timings are
+medians over repeated steps measured in one run, so ratios are comparable even
+on a shared, noisy machine.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+import models
+from analysis.metrics import relative_error
+from models.training import step_flops, train_step
+
+from .common import DEFAULT_BLAS_THREADS, Progress, blas_threads, write_summary
+from .datasets import load_embedded
+
+DESCRIPTION = __doc__
+#: Seconds per batch of the published GAIT-prop code on this machine (784 wide, 4 hidden layers,
+#: batch 60), as measured by the project owner; quoted, not re-measured here.
+PUBLISHED_SECONDS_PER_BATCH = 0.65
+
+
+def add_arguments(parser):
+    parser.add_argument("--steps", type=int, default=15, help="timed steps per configuration (default 15)")
+    parser.add_argument("--width", type=int, default=784)
+    parser.add_argument("--hidden", type=int, default=4)
+    parser.add_argument("--batch", type=int, default=60)
+
+
+def _median_seconds(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats + 3):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times[3:]))
+
+
+def matmul_peak(n: int = 784, repeats: int = 15) -> float:
+    """Median GFLOP/s of float64 (n, n) @ (n, n) products (all BLAS threads)."""
+    rng = np.random.default_rng(0)
+    a, b, out = rng.standard_normal((n, n)), rng.standard_normal((n, n)), np.empty((n, n))
+    return 2.0 * n**3 / _median_seconds(lambda: np.matmul(a, b, out=out), repeats) / 1e9
+
+
+def bp_product_floor(widths, batch: int, repeats: int = 30) -> float:
+    """Seconds of the BP step's own products, each timed alone in a hot loop.
+
+    The forward (batch, n) @ (n, n)^T, backward (batch, n) @ (n, n) and weight-update
+    (n, batch) @ (batch, n) products: what a BP step cannot go below with this BLAS.
+    """
+    rng = np.random.default_rng(0)
+    total = 0.0
+    for k, n in enumerate(widths[1:]):
+        w, r = rng.standard_normal((n, n)), rng.standard_normal((batch, n))
+        total += _median_seconds(lambda r=r, w=w: r @ w.T, repeats)
+        total += _median_seconds(lambda r=r: r.T @ r, repeats)
+        if k > 0:
+            total += _median_seconds(lambda r=r, w=w: r @ w, repeats)
+    return total
+
+
+def time_steps(widths, batch, rule, regulariser, steps, data):
+    net = models.init_network(widths, "orthogonal", seed=0, n_out=10)
+    opt = models.Adam.published(lr=1e-4)
+    n = data.train_x.shape[0]
+    times = []
+    for k in range(steps + 2):  # two warm-up steps (JIT compilation, first-touch of buffers)
+        idx = np.arange(k * batch, (k + 1) * batch) % n
+        x = data.train_x[idx]
+        target = models.constructed_target("quadratic", net.forward(x).rates[-1], data.train_y[idx], 10)
+        t0 = time.perf_counter()
+        train_step(net, opt, x, target, rule, 1e-3, regulariser)
+        times.append(time.perf_counter() - t0)
+    return np.array(times[2:]), net
+
+
+class NumpySolve:
+    """np.linalg.solve on each layer: the independent direct solve the targets are checked against."""
+
+    def solve(self, index, w, u):
+        return np.linalg.solve(w, u.T).T
+
+
+def run(args, out):
+    data = load_embedded()
+    widths = [784] + [args.width] * (args.hidden + 1)
+    steps = 4 if args.quick else args.steps
+    peak = matmul_peak(repeats=5 if args.quick else 15)
+    with blas_threads(DEFAULT_BLAS_THREADS):
+        product_floor = bp_product_floor(widths, args.batch, repeats=10 if args.quick else 30)
+    print(f"matmul peak ({widths[1]}x{widths[1]} float64, all threads): {peak:.1f} GFLOP/s")
+    print(f"BP step's own products timed alone (blas_threads={DEFAULT_BLAS_THREADS}): {product_floor * 1e3:.1f} ms")
+    thread_settings = (DEFAULT_BLAS_THREADS,) if args.quick else (1, 2)
+    configs = [(t, rule, reg) for t in thread_settings for rule in ("bp", "tp", "gait") for reg in (0.0, 0.1)]
+    progress = Progress("bench", len(configs))
+    rows = []
+    for threads, rule, reg in configs:
+        with blas_threads(threads):
+            times, net = time_steps(widths, args.batch, rule, reg, steps, data)
+        flops = step_flops(widths, args.batch, rule, regularizer=bool(reg))
+        ms = float(np.median(times) * 1e3)
+        rows.append({"rule": rule, "regulariser": reg, "blas_threads": threads, "ms_per_batch": ms,
+                     "ms_min": float(times.min() * 1e3), "gflops": flops / (ms * 1e-3) / 1e9,
+                     "counted_gflop": flops / 1e9, "floor_ms": flops / (peak * 1e9) * 1e3})
+        progress.step(f"{rule} regulariser={reg} blas_threads={threads}")
+    # GAIT targets against an independent direct solve (np.linalg.solve), on the trained-for-a-while weights.
+    x = data.test_x[: args.batch]
+    fwd = net.forward(x)
+    target = models.constructed_target("quadratic", fwd.rates[-1], data.test_y[: args.batch], 10)
+    ours = models.compute_targets(net, fwd, target, "gait", 1e-3).deviations
+    direct = models.compute_targets(net, fwd, target, "gait", 1e-3, inverse=NumpySolve()).deviations
+    target_error = max(relative_error(a, b) for a, b in zip(ours, direct))
+    by = {(r["rule"], r["regulariser"], r["blas_threads"]): r for r in rows}
+    bp, gait = by["bp", 0.0, DEFAULT_BLAS_THREADS], by["gait", 0.0, DEFAULT_BLAS_THREADS]
+    published_ms = PUBLISHED_SECONDS_PER_BATCH * 1e3
+    ratios = {
+        "bp_over_flop_floor": bp["ms_per_batch"] / bp["floor_ms"],
+        "bp_over_product_floor": bp["ms_per_batch"] / (product_floor * 1e3),
+        "gait_over_bp": gait["ms_per_batch"] / bp["ms_per_batch"],
+        "published_over_gait": published_ms / gait["ms_per_batch"],
+    }
+    print(f"\n{'rule':<6}{'regul.':>8}{'threads':>8}{'ms/batch':>10}{'min ms':>9}{'GFLOP':>8}{'GFLOP/s':>9}"
+          f"{'floor ms':>10}")
+    for r in rows:
+        print(f"{r['rule']:<6}{r['regulariser']:>8g}{r['blas_threads']:>8}{r['ms_per_batch']:>10.1f}"
+              f"{r['ms_min']:>9.1f}{r['counted_gflop']:>8.2f}{r['gflops']:>9.1f}{r['floor_ms']:>10.1f}")
+    print(f"\nratios use blas_threads={DEFAULT_BLAS_THREADS} (the training default)")
+    print(f"BP step / its flop floor at the measured peak: {ratios['bp_over_flop_floor']:.2f}x")
+    print(f"BP step / its own products timed alone: {ratios['bp_over_product_floor']:.2f}x")
+    print(f"GAIT step / BP step: {ratios['gait_over_bp']:.2f}x")
+    print(f"published code ({PUBLISHED_SECONDS_PER_BATCH} s/batch, quoted) / GAIT step: "
+          f"{ratios['published_over_gait']:.1f}x")
+    print(f"GAIT targets vs np.linalg.solve: max relative difference {target_error:.1e}")
+    write_summary(out, "bench", {**vars(args), "widths": widths, "steps": steps}, rows=rows,
+                  matmul_gflops=peak, bp_product_floor_ms=product_floor * 1e3, ratios=ratios,
+                  gait_target_rel_diff_vs_direct=target_error)

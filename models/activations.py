@@ -1,0 +1,150 @@
+"""Invertible activation functions: f, its inverse, its derivative, and exact increments.
+
+Every part of the project (the discrete reference in models/ and every circuit
+engine) takes f, f^-1 and f' from here; nothing else defines them.
+
+The increment functions evaluate ``f^-1(y + d) - f^-1(y)`` and ``f(h + d) - f(h)``
+piecewise, without cancellation.  The GAIT-prop targets and the circuit's
+steady-state deviations shrink like gamma^(L-l); evaluating the difference of two
+nearly equal numbers would lose them to float64 rounding.  Both functions take an
+optional ``scale`` so that callers can carry *scaled* deviations (O(1) numbers)
+and still cross a kink of the leaky ReLU exactly::
+
+    inverse_increment(y, d, scale) = scale * (f^-1(y + d / scale) - f^-1(y))
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["Activation", "Identity", "LeakyReLU", "get_activation"]
+
+
+class Activation:
+    """Interface of an invertible, piecewise-linear activation function with f(0) = 0.
+
+    Such an f satisfies f(h) = f'(h) h exactly, which the forward pass uses.
+    """
+
+    name: str
+
+    def f(self, h: np.ndarray) -> np.ndarray:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def inverse(self, y: np.ndarray) -> np.ndarray:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def derivative(self, h: np.ndarray) -> np.ndarray:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def inverse_increment(self, y, d, scale=1.0):  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def forward_increment(self, h, d, scale=1.0):  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Identity(Activation):
+    """f(h) = h.  Increments are exact: the difference of the identity is the increment."""
+
+    name: str = "identity"
+
+    def f(self, h):
+        return np.asarray(h, dtype=float)
+
+    def inverse(self, y):
+        return np.asarray(y, dtype=float)
+
+    def derivative(self, h):
+        return np.ones_like(h, dtype=float)
+
+    def inverse_increment(self, y, d, scale=1.0):
+        return np.asarray(d, dtype=float)
+
+    def forward_increment(self, h, d, scale=1.0):
+        return np.asarray(d, dtype=float)
+
+
+@dataclass(frozen=True)
+class LeakyReLU(Activation):
+    """f(h) = h for h > 0, negative_slope * h otherwise (0 < negative_slope <= 1).
+
+    The derivative at the kink (h = 0) is taken from the negative side, consistent
+    with ``f'(h) = 1 if h > 0 else negative_slope`` used everywhere in the project.
+    """
+
+    negative_slope: float = 0.1
+    name: str = "leaky_relu"
+
+    def __post_init__(self):
+        s = self.negative_slope
+        if not (np.isfinite(s) and 0.0 < s <= 1.0):
+            raise ValueError(
+                f"negative_slope: expected a number in (0, 1] so that f is invertible, got {s!r}"
+            )
+
+    def f(self, h):
+        h = np.asarray(h, dtype=float)
+        return np.where(h > 0, h, self.negative_slope * h)
+
+    def inverse(self, y):
+        y = np.asarray(y, dtype=float)
+        return np.where(y > 0, y, y / self.negative_slope)
+
+    def derivative(self, h):
+        return np.where(np.asarray(h) > 0, 1.0, self.negative_slope)
+
+    def inverse_increment(self, y, d, scale=1.0):
+        """``scale * (f^-1(y + d/scale) - f^-1(y))`` without cancellation.
+
+        Parameters
+        ----------
+        y : ndarray
+            Points on the output side of f (rates).
+        d : ndarray, same shape as y
+            Scaled increment; the actual increment is ``d / scale``.
+        scale : float
+            Positive scale carried by the caller (e.g. gamma^-(L-l)).
+        """
+        y = np.asarray(y, dtype=float)
+        d = np.asarray(d, dtype=float)
+        s = self.negative_slope
+        on_positive = y > 0
+        out = d / np.where(on_positive, 1.0, s)
+        end = y + d / scale
+        crossed = (end > 0) != on_positive
+        if np.any(crossed):
+            # Both terms are at most |d / scale| in size: no cancellation.
+            yc, ec = y[crossed], end[crossed]
+            out[crossed] = scale * (self.inverse(ec) - self.inverse(yc))
+        return out
+
+    def forward_increment(self, h, d, scale=1.0):
+        """``scale * (f(h + d/scale) - f(h))`` without cancellation."""
+        h = np.asarray(h, dtype=float)
+        d = np.asarray(d, dtype=float)
+        on_positive = h > 0
+        out = d * np.where(on_positive, 1.0, self.negative_slope)
+        end = h + d / scale
+        crossed = (end > 0) != on_positive
+        if np.any(crossed):
+            hc, ec = h[crossed], end[crossed]
+            out[crossed] = scale * (self.f(ec) - self.f(hc))
+        return out
+
+
+def get_activation(activation: str | Activation = "leaky_relu", negative_slope: float = 0.1) -> Activation:
+    """Return an :class:`Activation` from its name ("leaky_relu" or "identity"/"linear")."""
+    if isinstance(activation, Activation):
+        return activation
+    name = str(activation).lower()
+    if name in ("leaky_relu", "leakyrelu", "lrelu"):
+        return LeakyReLU(negative_slope)
+    if name in ("identity", "linear"):
+        return Identity()
+    raise ValueError(
+        f"activation: expected 'leaky_relu' or 'identity' (alias 'linear'), got {activation!r}"
+    )

@@ -1,0 +1,220 @@
+"""Learning rules of the paper: BP (Eq. 3), TP (Eq. 4-5), ITP (Eq. 12-13), GAIT-prop (Alg. 1, Eq. 16-18).
+
+All rules return *descent directions* (the change per unit learning rate),
+averaged over the batch: ``dW[i]`` for ``weights[i]`` (layer i+1).
+
+Scaled target deviations
+------------------------
+Alg. 1 computes the targets ``t_l`` and then the errors ``gamma^-(L-l) (t_l - y_l)``.
+The deviation ``t_l - y_l`` shrinks like ``gamma^(L-l)``; formed as a difference
+of absolute activities it is lost to float64 rounding in deep networks (already
+with 5 hidden layers at gamma = 1e-3).  We propagate the *scaled* deviation
+
+    delta_l = S_l (t_l - y_l),        S_l = prod_{j=l+1..L} 1/gamma_j   (S_L = 1)
+
+which is O(1), through the exact recursion (f^-1 increments evaluated piecewise,
+see :mod:`models.activations`)::
+
+    delta_l[:n_{l+1}] = W_{l+1}^-1 [ S_l (f^-1(y_{l+1} + eps_{l+1} D_{l+1}) - f^-1(y_{l+1})) ]
+    delta_l[n_{l+1}:] = 0                                      (auxiliary units)
+
+with ``D_{l+1} = delta_{l+1} / S_{l+1}`` and ``eps = gamma A^2`` (GAIT), ``gamma``
+(ITP), or 1 with all scales 1 (TP, t_{l-1} = g^-1(t_l)).  This is Alg. 1 rewritten
+without approximation: only the order of floating-point operations changes.
+The weight update is then ``A_l delta_l y_{l-1}^T`` (batch mean).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from .activations import get_activation
+from .network import DirectInverse, ForwardPass, Network, check_array
+
+__all__ = ["RULES", "Targets", "layer_gammas", "compute_targets", "error_signals", "bp_error_signals",
+           "weight_updates", "target_updates", "backprop", "compute_updates", "updates"]
+
+RULES = ("bp", "tp", "itp", "gait")
+
+
+def layer_gammas(gamma, depth: int) -> np.ndarray:
+    """Per-layer increments gamma_1..gamma_L from a scalar or a sequence of length L.
+
+    gamma_l is the increment applied at layer l: the discrete rules use gamma_2..gamma_L
+    (layer 1's target is never propagated further down); the circuit uses all of them.
+    """
+    g = np.asarray(gamma, dtype=float)
+    if g.ndim == 0:
+        g = np.full(depth, float(g))
+    if g.shape != (depth,):
+        raise ValueError(f"gamma: expected a number or a sequence of {depth} per-layer values "
+                         f"(layers 1..{depth}), got shape {g.shape}")
+    if not np.all((g > 0) & (g <= 1)):
+        raise ValueError(f"gamma: expected values in (0, 1], got {g.tolist()}")
+    return g
+
+
+@dataclass
+class Targets:
+    """Layer-wise targets of a target-propagation rule, kept as scaled deviations.
+
+    Attributes
+    ----------
+    rule : str
+    forward : ForwardPass
+    scaled_deviations : list of ndarray, [i] of shape (batch, n_{i+1})
+        ``S_l (t_l - y_l)`` for layer l = i+1; O(1) numbers.
+    scales : ndarray of shape (L,)
+        ``S_l``; the error of layer l in Alg. 1 is ``S_l (y_l - t_l)``.
+    """
+
+    rule: str
+    forward: ForwardPass
+    scaled_deviations: list
+    scales: np.ndarray
+
+    @property
+    def deviations(self) -> list:
+        """``t_l - y_l`` (accurate to relative float64 precision, however small)."""
+        return [d / s for d, s in zip(self.scaled_deviations, self.scales)]
+
+    @property
+    def targets(self) -> list:
+        """The absolute targets ``t_l`` (l = 1..L).  Lossy: ``y_l + (t_l - y_l)`` rounds."""
+        return [y + d for y, d in zip(self.forward.rates[1:], self.deviations)]
+
+
+def _check_target(net: Network, target, batch: int) -> np.ndarray:
+    return check_array("target", target, (batch, net.widths[-1]),
+                       hint=f"pass the full output target of all {net.widths[-1]} output units "
+                            "(auxiliary outputs carry their forward values)")
+
+
+def compute_targets(net: Network, fwd: ForwardPass, target, rule: str, gamma=1e-3,
+                    inverse=None) -> Targets:
+    """Layer-wise targets for rule "tp", "itp" or "gait" (see the module docstring).
+
+    ``inverse`` applies W^-1 (default :class:`~models.network.DirectInverse`).
+    """
+    if rule not in ("tp", "itp", "gait"):
+        raise ValueError(f"rule: expected 'tp', 'itp' or 'gait' for layer-wise targets, got {rule!r}")
+    inverse = inverse or DirectInverse()
+    L = net.depth
+    y, A = fwd.rates, fwd.derivatives
+    target = _check_target(net, target, y[0].shape[0])
+    gammas = np.ones(L) if rule == "tp" else layer_gammas(gamma, L)
+    act = net.activation
+    scales = np.ones(L)
+    deltas = [None] * L
+    deltas[L - 1] = target - y[L]
+    for i in range(L - 2, -1, -1):  # layer l = i+1 receives from layer l+1 = i+2 via weights[i+1]
+        scales[i] = scales[i + 1] / gammas[i + 1]
+        upper = deltas[i + 1]
+        increment = upper * A[i + 1] ** 2 if rule == "gait" else upper
+        u = act.inverse_increment(y[i + 2], increment, scales[i])
+        w = net.weights[i + 1]
+        d = np.zeros_like(y[i + 1])
+        d[:, : w.shape[0]] = inverse.solve(i + 1, w, u)
+        deltas[i] = d
+    return Targets(rule, fwd, deltas, scales)
+
+
+def error_signals(targets: Targets) -> list:
+    """Per-sample error signals ``A_l S_l (t_l - y_l)`` of a target rule, [i] of shape (batch, n_{i+1})."""
+    return [a * d for a, d in zip(targets.forward.derivatives, targets.scaled_deviations)]
+
+
+def bp_error_signals(net: Network, fwd: ForwardPass, target) -> list:
+    """Per-sample BP error signals ``-dLoss/dh_l`` (quadratic loss on ``target``), as in Eq. 3."""
+    y, A = fwd.rates, fwd.derivatives
+    target = _check_target(net, target, y[0].shape[0])
+    L = net.depth
+    signals = [None] * L
+    g = A[L - 1] * (target - y[L])
+    for i in range(L - 1, -1, -1):
+        signals[i] = g
+        if i > 0:
+            n = net.weights[i].shape[0]
+            back = signals[i] @ net.weights[i]
+            if n == y[i].shape[1]:
+                g = back
+                g *= A[i - 1]
+            else:  # auxiliary units of layer i get no error
+                g = np.zeros_like(y[i])
+                g[:, :n] = A[i - 1][:, :n] * back
+    return signals
+
+
+def weight_updates(net: Network, fwd: ForwardPass, signals: list) -> tuple[list, list]:
+    """Batch means ``dW_l = e_l^T y_{l-1}[:, :n_l] / batch`` and ``db_l = mean(e_l)``."""
+    batch = fwd.rates[0].shape[0]
+    # Scale the (batch, n) signal rather than the (n, n) product: one pass less over n^2.
+    dW = [(e / batch).T @ fwd.rates[i][:, : w.shape[0]] for i, (e, w) in enumerate(zip(signals, net.weights))]
+    db = [e.mean(axis=0) for e in signals]
+    return dW, db
+
+
+def target_updates(net: Network, targets: Targets) -> tuple[list, list]:
+    """Descent directions of a target rule (Eq. 4, 13, 18): ``A_l S_l (t_l - y_l) y_{l-1}^T``."""
+    return weight_updates(net, targets.forward, error_signals(targets))
+
+
+def backprop(net: Network, fwd: ForwardPass, target) -> tuple[list, list]:
+    """BP descent directions (Eq. 3) for the quadratic loss 1/2 |y_L - t|^2 (batch mean).
+
+    For any other loss pass the constructed target ``t = y_L - dL/dy_L`` (section 5).
+    """
+    return weight_updates(net, fwd, bp_error_signals(net, fwd, target))
+
+
+def compute_updates(net: Network, x, target, rule: str, gamma=1e-3, inverse=None):
+    """Descent directions (dW, db) of ``rule`` for a batch; also returns the forward pass."""
+    if rule not in RULES:
+        raise ValueError(f"rule: expected one of {RULES}, got {rule!r}")
+    fwd = net.forward(x)
+    if rule == "bp":
+        return backprop(net, fwd, target) + (fwd,)
+    targets = compute_targets(net, fwd, target, rule, gamma, inverse)
+    return target_updates(net, targets) + (fwd,)
+
+
+def updates(weights: Sequence[np.ndarray], biases: Sequence[np.ndarray], x, target, rule: str,
+            gamma=1e-3, activation: str = "leaky_relu", negative_slope: float = 0.1):
+    """Weight and bias changes per unit learning rate of BP, TP, ITP or GAIT-prop.
+
+    Parameters
+    ----------
+    weights : list of ndarray, weights[i] of shape (n_{i+1}, n_{i+1})
+        Maps the first n_{i+1} units of layer i to layer i+1: ``h = r[:, :n] @ W.T + b``.
+    biases : list of ndarray, biases[i] of shape (n_{i+1},)
+    x : ndarray of shape (batch, n_0)
+    target : ndarray of shape (batch, n_L)
+        Full output target; auxiliary outputs carry their forward values.  For a
+        loss other than the quadratic one use ``models.losses.constructed_target``.
+    rule : {"bp", "tp", "itp", "gait"}
+    gamma : float or sequence of L floats
+        Increment (per layer allowed) for "itp" and "gait".
+    activation : {"leaky_relu", "identity"}
+    negative_slope : float
+
+    Returns
+    -------
+    dW, db : lists of ndarray
+        Batch means of the descent direction; GAIT/ITP errors at layer l are scaled
+        by gamma^-(L-l) as in Alg. 1.
+    """
+    if len(weights) == 0:
+        raise ValueError("weights: expected at least one layer, got an empty list")
+    x = np.asarray(x, dtype=float)
+    n1 = np.shape(weights[0])[0]
+    if x.ndim != 2 or x.shape[1] < n1:
+        raise ValueError(f"x: expected shape (batch, n_0) with n_0 >= {n1} (weights[0] acts on the "
+                         f"first {n1} input units), got {x.shape}")
+    n0 = x.shape[1]
+    net = Network(list(weights), list(biases), n0, activation=get_activation(activation, negative_slope))
+    dW, db, _ = compute_updates(net, x, target, rule, gamma)
+    return dW, db
+

@@ -1,0 +1,135 @@
+"""Activations, losses, regulariser, Adam and bad input of the discrete reference."""
+
+import numpy as np
+import pytest
+
+import models
+from models import activations, losses
+from tests import tolerances as tol
+from tests.helpers import random_batch, relative_error
+
+
+def test_leaky_relu_inverse_derivative_and_exact_increments():
+    f = activations.LeakyReLU(0.1)
+    h = np.linspace(-3, 3, 61)
+    assert np.allclose(f.inverse(f.f(h)), h, rtol=0, atol=1e-15)
+    assert np.array_equal(f.derivative(h), np.where(h > 0, 1.0, 0.1))
+    # Increments of 1e-30 on O(1) rates: the plain difference is 0, ours is exact.
+    y = np.array([0.5, -0.2, 1e-31, -1e-31, 0.0])
+    d = np.array([1.0, 1.0, -3.0, 3.0, -1.0])
+    scale = 1e30
+    got = f.inverse_increment(y, d, scale)
+    want = np.array([
+        1.0,                                          # positive side: slope 1
+        10.0,                                         # negative side: 1 / 0.1
+        scale * ((1e-31 - 3e-30) / 0.1 - 1e-31),      # crosses the kink downwards
+        scale * ((-1e-31 + 3e-30) - (-1e-31) / 0.1),  # crosses the kink upwards
+        -10.0,                                        # from the kink, downwards
+    ])
+    assert np.allclose(got, want, rtol=1e-12, atol=0)
+    assert np.all(f.inverse(y[:2] + d[:2] / scale) - f.inverse(y[:2]) == 0)  # what the plain formula gives
+    got_f = f.forward_increment(np.array([2.0, -2.0, 1e-31]), np.array([1.0, 1.0, -3.0]), scale)
+    assert np.allclose(got_f, [1.0, 0.1, scale * (0.1 * (1e-31 - 3e-30) - 1e-31)], rtol=1e-12)
+
+
+def test_activation_errors():
+    with pytest.raises(ValueError, match="negative_slope"):
+        activations.LeakyReLU(0.0)
+    with pytest.raises(ValueError, match="expected 'leaky_relu'"):
+        activations.get_activation("tanh")
+
+
+def test_cross_entropy_constructed_target_and_quadratic_target():
+    y = np.array([[1.0, 2.0, 0.5, 7.0]])
+    t = losses.constructed_target("quadratic", y, [1], n_out=3)
+    assert np.array_equal(t, [[0.0, 1.0, 0.0, 7.0]])
+    p = np.exp([1.0, 2.0, 0.5]) / np.exp([1.0, 2.0, 0.5]).sum()
+    t = losses.constructed_target("cross_entropy", y, [1], n_out=3)
+    assert np.allclose(t[0, :3], y[0, :3] - (p - [0, 1, 0]))
+    assert t[0, 3] == 7.0
+    assert np.isclose(losses.loss_value("cross_entropy", y, [1], 3), -np.log(p[1]))
+
+
+def test_regulariser_value_and_gradient_against_finite_differences():
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((5, 5))
+    lam = 0.7
+    m = w.T @ w
+    assert np.isclose(models.orthogonality_penalty(w, lam), lam * np.sum((m - np.diag(np.diag(m))) ** 2))
+    grad = models.orthogonality_gradient(w, lam)
+    fd = np.zeros_like(w)
+    for idx in np.ndindex(w.shape):
+        wp, wm = w.copy(), w.copy()
+        wp[idx] += tol.FD_STEP
+        wm[idx] -= tol.FD_STEP
+        fd[idx] = (models.orthogonality_penalty(wp, lam) - models.orthogonality_penalty(wm, lam)) / (2 * tol.FD_STEP)
+    assert relative_error(grad, fd) < tol.FD_RTOL
+    q = models.orthogonal(6, rng)
+    assert models.orthogonality_penalty(q, 1.0) < 1e-28
+
+
+@pytest.mark.parametrize("published", [False, True])
+def test_adam_against_hand_computed_steps(published):
+    opt = models.Adam.published(lr=0.01) if published else models.Adam(lr=0.01)
+    p = np.array([1.0, -2.0, 0.5])
+    p0 = p.copy()
+    d1, d2 = np.array([0.1, -0.2, 0.0]), np.array([0.3, 0.1, -0.5])
+    opt.step([p], [d1])
+    opt.step([p], [d2])
+    b1, b2 = (0.9, 0.99) if published else (0.9, 0.999)
+    m = (1 - b1) * (b1 * d1 + d2)
+    v = (1 - b2) * (b2 * d1**2 + d2**2)
+    m1, v1 = (1 - b1) * d1, (1 - b2) * d1**2
+    if published:
+        want = p0 + 0.01 * m1 / (np.sqrt(v1) + 1e-8) + 0.01 * m / (np.sqrt(v) + 1e-8)
+    else:
+        s1 = 0.01 * (m1 / (1 - b1)) / (np.sqrt(v1 / (1 - b2)) + 1e-8)
+        s2 = 0.01 * (m / (1 - b1**2)) / (np.sqrt(v / (1 - b2**2)) + 1e-8)
+        want = p0 + s1 + s2
+    assert np.allclose(p, want, rtol=tol.ADAM_RTOL, atol=0)
+
+
+def test_bad_input_names_what_was_expected():
+    net = models.init_network([8, 8, 6, 4], "orthogonal", seed=0)
+    x, target = random_batch(net)
+    W, b = net.weights, net.biases
+    with pytest.raises(ValueError, match=r"x: expected shape \(batch, n_0\) with n_0 >= 8 .* got \(7, 5\)"):
+        models.updates(W, b, x[:, :5], target, "gait")
+    with pytest.raises(ValueError, match=r"x: expected shape \(any, 8\), got \(7, 9\)"):
+        net.forward(np.zeros((7, 9)))
+    with pytest.raises(ValueError, match=r"target: expected shape \(7, 4\)"):
+        models.updates(W, b, x, target[:, :3], "bp")
+    with pytest.raises(ValueError, match=r"weights\[1\]: expected a square matrix"):
+        models.updates([W[0], W[1][:, :5], W[2]], b, x, target, "bp")
+    with pytest.raises(ValueError, match=r"biases\[2\]: expected shape \(4,\)"):
+        models.updates(W, [b[0], b[1], np.zeros(3)], x, target, "bp")
+    bad = x.copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(ValueError, match="x: expected finite values, got 1 NaN"):
+        models.updates(W, b, bad, target, "bp")
+    with pytest.raises(ValueError, match="rule: expected one of"):
+        models.updates(W, b, x, target, "dfa")
+    with pytest.raises(ValueError, match="gamma: expected values in"):
+        models.updates(W, b, x, target, "gait", gamma=0.0)
+    with pytest.raises(ValueError, match="gamma: expected a number or a sequence of 3"):
+        models.updates(W, b, x, target, "gait", gamma=[1e-3, 1e-3])
+    singular = [w.copy() for w in W]
+    singular[2][:, 0] = singular[2][:, 1]
+    for rule in ("tp", "itp", "gait"):
+        with pytest.raises(models.SingularWeightsError, match=r"weights\[2\] \(layer 3\)"):
+            models.updates(singular, b, x, target, rule)
+    badly = [w.copy() for w in W]
+    badly[1][:, 0] = badly[1][:, 1] * (1 + 1e-13)
+    with pytest.raises(models.SingularWeightsError, match="reciprocal condition number"):
+        models.updates(badly, b, x, target, "gait")
+    dW, _ = models.updates(singular, b, x, target, "bp")  # BP needs no inverse
+    assert all(np.all(np.isfinite(d)) for d in dW)
+    with pytest.raises(ValueError, match="widths must not grow"):
+        models.Network([np.eye(3), np.eye(4)], [np.zeros(3), np.zeros(4)], 3)
+
+
+def test_huge_targets_never_leak_nan():
+    net = models.init_network([6, 6, 6], "orthogonal", seed=0)
+    x, target = random_batch(net)
+    with pytest.raises(ValueError, match="target: expected finite"):
+        models.updates(net.weights, net.biases, x, target * np.inf, "gait")
