@@ -1,0 +1,392 @@
+"""The fast engine: numpy/scipy, batched over samples, in scaled deviation coordinates.
+
+The nudged phase is solved for the scaled deviations from the forward pass ::
+
+    z_l = S_l (r_l - y_l),      S_l = prod_{j=l..L} 1/gamma_j
+
+which are O(1) although r_l - y_l ~ gamma^(L-l+1) (below float64 rounding of the
+rates for deep layers at small gamma).  With the exact increments of
+:mod:`models.activations` the steady-state equations become, without approximation::
+
+    z_l = (1 - k_l) S_l [f(h0_l + W_l d_{l-1}) - f(h0_l)] + kappa_l S_{l+1} [psi_l - y_l]
+    z_L = (1 - k_L) S_L [f(h0_L + W_L d_{L-1}) - f(h0_L)] + kappa_L (t_L - y_L)
+
+(k = gamma kappa, S_{L+1} = 1).  Steady states come from top-down Gauss-Seidel
+sweeps of this map (the forward coupling is O(gamma), so each sweep gains a factor
+~gamma); if the sweeps stall (strong coupling), the engine follows the dynamics
+(Euler steps of tau/2) to the steady state, raising :class:`DivergenceError` if the
+rates blow up and :class:`ConvergenceError` (with the largest real eigenvalue at the
+final state) if they never settle.  Trajectories
+integrate the ODE with scipy's ``solve_ivp``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.linalg
+from scipy.integrate import solve_ivp
+
+from models.network import lu_checked
+
+from .plasticity import updates_from_errors
+from .results import SteadyState, Trajectory
+from .spec import CircuitSpec, ConvergenceError, DivergenceError, check_batch
+from .stability import largest_real_eigenvalue
+
+__all__ = ["FastEngine"]
+
+
+@dataclass
+class _Prepared:
+    """Per-batch quantities of the free phase: forward pass and held couplings."""
+
+    x: np.ndarray
+    y: list        # rates y_0..y_L
+    h0: list       # pre-activations, [i] for layer i+1
+    a: list        # f'(h0), [i] for layer i+1
+    kappa: list    # relative couplings, [i] for layer i+1
+    k: list        # couplings gamma * kappa
+
+
+class FastEngine:
+    """Batched numpy/scipy engine for a :class:`CircuitSpec` (see module docstring).
+
+    Parameters
+    ----------
+    spec : CircuitSpec
+    rtol : float
+        Default tolerance of settles: relative residual of each layer's deviation.
+    max_sweeps : int
+        Gauss-Seidel sweeps before falling back to ODE integration.
+    """
+
+    name = "fast"
+    precise_deviations = True
+
+    def __init__(self, spec: CircuitSpec, rtol: float = 1e-10, max_sweeps: int = 200):
+        self.spec = spec
+        self.rtol = float(rtol)
+        self.max_sweeps = int(max_sweeps)
+        net = spec.network
+        # Factorise every W_l with l >= 2 once (they feed back into layer l-1); refuses singular weights.
+        self._lu = {i: lu_checked(i, w) for i, w in enumerate(net.weights) if i >= 1}
+        gamma = spec.gamma
+        self.scales = None
+        if np.all(gamma > 0):
+            self.scales = np.array([np.prod(1.0 / gamma[i:]) for i in range(spec.depth)])
+
+    # ------------------------------------------------------------------ helpers
+    def _solve(self, i: int, u: np.ndarray) -> np.ndarray:
+        """Rows of ``W_i^-1 u`` (weights index i, i >= 1)."""
+        lu, piv = self._lu[i]
+        x, _ = scipy.linalg.lapack.dgetrs(lu, piv, u.T, trans=1)
+        return x.T
+
+    def _prepare(self, x) -> _Prepared:
+        fwd = self.spec.network.forward(x)
+        kappa = self.spec.relative_couplings(fwd.derivatives)
+        k = [g * kp for g, kp in zip(self.spec.gamma, kappa)]
+        return _Prepared(fwd.rates[0], fwd.rates, fwd.preactivations, fwd.derivatives, kappa, k)
+
+    def _require_scales(self):
+        if self.scales is None:
+            raise ValueError(
+                f"gamma: the fast engine's nudged phase needs gamma > 0 on every layer, got "
+                f"{self.spec.gamma.tolist()}; a layer with gamma = 0 receives no feedback, so it and every "
+                "layer below stay at their forward values")
+
+    def _feedback(self, p: _Prepared, i: int, z_above: np.ndarray) -> np.ndarray:
+        """``S_{l+1} (psi_l - y_l)`` for layer l = i+1 from the scaled deviation of layer l+1."""
+        net, act = self.spec.network, self.spec.network.activation
+        n = net.weights[i + 1].shape[0]
+        v = act.inverse_increment(p.y[i + 2], z_above, self.scales[i + 1])
+        out = np.zeros_like(p.y[i + 1])
+        out[:, :n] = self._solve(i + 1, v)
+        return out
+
+    def _forward_part(self, p: _Prepared, i: int, z_below) -> np.ndarray | float:
+        """``S_l (phi_l - y_l)`` for layer l = i+1 from the scaled deviation of layer l-1."""
+        if i == 0:
+            return 0.0  # the input is clamped
+        net = self.spec.network
+        w = net.weights[i]
+        drive = self.spec.gamma[i - 1] * (z_below[:, : w.shape[0]] @ w.T)
+        return net.activation.forward_increment(p.h0[i], drive, self.scales[i])
+
+    def _layer_map(self, p: _Prepared, z: list, i: int, target) -> np.ndarray:
+        L = self.spec.depth
+        fwd = self._forward_part(p, i, z[i - 1] if i > 0 else None)
+        if i == L - 1:
+            fb = target - p.y[L]
+        else:
+            fb = self._feedback(p, i, z[i + 1])
+        return (1.0 - p.k[i]) * fwd + p.kappa[i] * fb
+
+    def _map(self, p, z, target, gauss_seidel: bool):
+        """One sweep of the steady-state map, top-down; returns (new z, per-layer residuals)."""
+        new = list(z)
+        res = np.zeros((p.x.shape[0], self.spec.depth))
+        for i in range(self.spec.depth - 1, -1, -1):
+            src = new if gauss_seidel else z
+            m = self._layer_map(p, src, i, target)
+            res[:, i] = _relative(m - z[i], m)
+            new[i] = m
+        return new, res
+
+    # ------------------------------------------------------------------ verbs
+    def settle_free(self, x, *, tol: float = 1e-13, max_sweeps: int | None = None,
+                    on_failure: str = "raise") -> SteadyState:
+        """Free phase (input clamped, no nudge) from rest, by bottom-up sweeps in absolute rates.
+
+        Its fixed point is the forward pass for any coupling; the result is compared
+        with it in the tests (to 1e-12).  Couplings are those held from the forward pass.
+        """
+        x, _ = check_batch(self.spec, x)
+        p = self._prepare(x)
+        net, act = self.spec.network, self.spec.network.activation
+        L = net.depth
+        k = list(p.k)
+        k[L - 1] = np.zeros_like(k[L - 1])  # no nudge
+        r = [x] + [np.zeros_like(y) for y in p.y[1:]]
+        max_sweeps = max_sweeps or self.max_sweeps
+        res = np.full(x.shape[0], np.inf)
+        for _ in range(max_sweeps):
+            res = np.zeros(x.shape[0])
+            for l in range(1, L + 1):
+                w, b = net.weights[l - 1], net.biases[l - 1]
+                phi = act.f(r[l - 1][:, : w.shape[0]] @ w.T + b)
+                psi = np.zeros_like(phi)
+                if l < L:
+                    n = net.weights[l].shape[0]
+                    psi[:, :n] = self._solve(l, act.inverse(r[l + 1]) - net.biases[l])
+                new = (1.0 - k[l - 1]) * phi + k[l - 1] * psi
+                res = np.maximum(res, _relative(new - r[l], new))
+                r[l] = new
+            _check_finite(res, "free phase", self, x)
+            if np.all(res <= tol):
+                break
+        converged = res <= tol
+        state = SteadyState(rates=r[1:], deviations=[a - b for a, b in zip(r[1:], p.y[1:])],
+                            converged=converged, residual=res, engine=self.name, precise_deviations=False)
+        return _finish(state, on_failure, "free phase", tol)
+
+    def settle_nudged(self, x, target, *, rtol: float | None = None, on_failure: str = "raise") -> SteadyState:
+        """Nudged phase: input clamped, output nudged toward ``target`` (batch, n_L)."""
+        self._require_scales()
+        x, target = check_batch(self.spec, x, target)
+        rtol = self.rtol if rtol is None else float(rtol)
+        p = self._prepare(x)
+        z = [np.zeros_like(y) for y in p.y[1:]]
+        best, stalled, settle_time = np.inf, 0, float("nan")
+        res = np.full(x.shape[0], np.inf)
+        for sweeps in range(1, self.max_sweeps + 1):  # noqa: B007  (reported after the loop)
+            z, layer_res = self._map(p, z, target, gauss_seidel=True)
+            res = layer_res.max(axis=1)
+            _check_finite(res, "nudged phase", self, x)
+            worst = res.max()
+            if worst <= rtol:
+                break
+            stalled = stalled + 1 if worst > 0.5 * best else 0
+            best = min(best, worst)
+            if stalled >= 5:  # strong coupling: the sweeps no longer contract; follow the dynamics
+                z, settle_time, blew_up = self._relax_to_steady(p, z, target, rtol)
+                if blew_up:
+                    raise DivergenceError(
+                        f"nudged phase: the rates grew by more than 1e12 within {settle_time:g} tau; "
+                        + _divergence_message(self.spec, largest_real_eigenvalue(
+                            self.spec, x, [y + zi / s for y, zi, s in zip(p.y[1:], z, self.scales)])))
+                res = self._map(p, z, target, gauss_seidel=False)[1].max(axis=1)
+                break
+        state = self._state(p, z, res, res <= rtol, target, settle_time)
+        if on_failure == "raise" and not np.all(state.converged):
+            lam = largest_real_eigenvalue(self.spec, x, state.rates)
+            raise ConvergenceError(
+                f"nudged phase: {np.sum(~state.converged)} of {x.shape[0]} samples did not settle to relative "
+                f"residual {rtol:g} after {sweeps} sweeps"
+                + ("" if np.isnan(settle_time) else f" and {settle_time:g} tau of dynamics")
+                + f" (worst {np.max(res):.2e}); at the final state the "
+                f"largest real eigenvalue of the linearised circuit is {np.max(lam):+.3g}/tau: "
+                + ("unstable there, so the rates keep moving; use a smaller coupling gamma"
+                   if np.max(lam) >= 0 else "use on_failure='mask' to keep the converged samples"), res)
+        return _finish(state, on_failure, "nudged phase", rtol)
+
+    def _state(self, p, z, res, converged, target, time=float("nan")) -> SteadyState:
+        dev = [zi / s for zi, s in zip(z, self.scales)]
+        rates = [y + d for y, d in zip(p.y[1:], dev)]
+        return SteadyState(rates=rates, deviations=dev, converged=converged, residual=res, time=time,
+                           target=target, engine=self.name, scaled=z)
+
+    def _rhs(self, p, target, shapes):
+        sizes = [int(np.prod(s)) for s in shapes]
+
+        def rhs(t, flat):
+            z = _unflatten(flat, shapes, sizes)
+            m, _ = self._map(p, z, target, gauss_seidel=False)
+            return np.concatenate([(a - b).ravel() for a, b in zip(m, z)])
+
+        return rhs, sizes
+
+    def _relax_to_steady(self, p, z, target, rtol, max_tau: float = 2000.0, step: float = 0.5):
+        """Follow the dynamics by Euler steps of ``step`` tau (damped Jacobi sweeps) until the
+        per-sample residual meets ``rtol``; stop early if the rates blow up.
+
+        Euler is stable for eigenvalues in (-2/step, 0)/tau, which holds for the couplings
+        used here (eigenvalues in [-2, 0)); its fixed point is the steady state itself.
+        Returns (z, simulated time in tau, blew_up).
+        """
+        start = max(max(np.max(np.abs(zi)) for zi in z), 1.0)
+        for n in range(1, int(max_tau / step) + 1):
+            m, res = self._map(p, z, target, gauss_seidel=False)
+            z = [zi + step * (mi - zi) for zi, mi in zip(z, m)]
+            if n % 20 == 0:
+                size = max(np.max(np.abs(zi)) for zi in z)
+                if not np.isfinite(size) or size > 1e12 * start:
+                    return z, n * step, True
+                if np.all(res.max(axis=1) <= rtol):
+                    break
+        return z, n * step, False
+
+    def simulate(self, x, target=None, *, duration: float | None = None, n_points: int = 201,
+                 start: str = "free") -> Trajectory:
+        """Integrate the dynamics (time in seconds; default 30 tau).
+
+        ``start="free"``: from the free-phase steady state (the forward pass) with the
+        nudge switched on at t = 0, in scaled deviation coordinates (precise).
+        ``start="rest"``: from r = 0 in absolute rates (the free phase if ``target`` is None).
+        """
+        x, target = check_batch(self.spec, x, target)
+        tau = self.spec.tau
+        duration = 30 * tau if duration is None else float(duration)
+        t_eval = np.linspace(0.0, duration / tau, n_points)
+        p = self._prepare(x)
+        net, act = self.spec.network, self.spec.network.activation
+        if start == "free":
+            if target is None:
+                target = p.y[-1]
+            self._require_scales()
+            shapes = [y.shape for y in p.y[1:]]
+            rhs, sizes = self._rhs(p, target, shapes)
+            sol = solve_ivp(rhs, (0, t_eval[-1]), np.zeros(sum(sizes)), t_eval=t_eval, method="RK45",
+                            rtol=1e-9, atol=1e-12)
+            zs = [_unflatten(col, shapes, sizes) for col in sol.y.T]
+            dev = [np.stack([z[i] / self.scales[i] for z in zs]) for i in range(len(shapes))]
+            rates = [p.y[i + 1][None] + d for i, d in enumerate(dev)]
+        elif start == "rest":
+            rates = self._simulate_absolute(p, target, t_eval)
+            dev = [r - y[None] for r, y in zip(rates, p.y[1:])]
+        else:
+            raise ValueError(f"start: expected 'free' or 'rest', got {start!r}")
+        somatic = [act.inverse(r) for r in rates]
+        inputs = [np.broadcast_to(x, (len(t_eval),) + x.shape)] + rates[:-1]
+        basal = [pre[..., : w.shape[0]] @ w.T + b for pre, w, b in zip(inputs, net.weights, net.biases)]
+        return Trajectory(t_eval * tau, rates, dev, somatic, basal, engine=self.name)
+
+    def _simulate_absolute(self, p, target, t_eval):
+        net, act = self.spec.network, self.spec.network.activation
+        L = net.depth
+        k = list(p.k)
+        if target is None:
+            k[L - 1] = np.zeros_like(k[L - 1])
+            target = np.zeros_like(p.y[L])
+        shapes = [y.shape for y in p.y[1:]]
+        sizes = [int(np.prod(s)) for s in shapes]
+
+        def rhs(t, flat):
+            r = [p.x] + _unflatten(flat, shapes, sizes)
+            out = []
+            for l in range(1, L + 1):
+                w, b = net.weights[l - 1], net.biases[l - 1]
+                phi = act.f(r[l - 1][:, : w.shape[0]] @ w.T + b)
+                if l < L:
+                    psi = np.zeros_like(phi)
+                    n = net.weights[l].shape[0]
+                    psi[:, :n] = self._solve(l, act.inverse(r[l + 1]) - net.biases[l])
+                else:
+                    psi = target
+                out.append((-r[l] + (1 - k[l - 1]) * phi + k[l - 1] * psi).ravel())
+            return np.concatenate(out)
+
+        sol = solve_ivp(rhs, (0, t_eval[-1]), np.zeros(sum(sizes)), t_eval=t_eval, method="RK45",
+                        rtol=1e-9, atol=1e-12)
+        states = [_unflatten(col, shapes, sizes) for col in sol.y.T]
+        return [np.stack([s[i] for s in states]) for i in range(L)]
+
+    def plasticity(self, state: SteadyState, x) -> tuple[list, list]:
+        """Local rule at the nudged steady state: (dW, db) per unit learning rate.
+
+        "gait" mode: somatic minus basal potential, ``e_l = u_l - h_l``; "itp" mode:
+        ``e_l = f'(h0_l) (r_l - phi_l)``; both times the presynaptic rate and divided
+        by ``prod_{j=l..L} gamma_j`` (see docs/derivation.md).
+        """
+        self._require_scales()
+        if state.scaled is None:
+            raise ValueError("state: expected a nudged steady state of the fast engine (settle_nudged)")
+        x, _ = check_batch(self.spec, x)
+        p = self._prepare(x)
+        act = self.spec.network.activation
+        z = state.scaled
+        errors = []
+        for i in range(self.spec.depth):
+            if self.spec.mode == "gait":  # S_l (u_l - h_l)
+                errors.append(act.inverse_increment(p.y[i + 1], z[i], self.scales[i])
+                              - _forward_potential(self, p, i, z))
+            else:  # S_l f'(h0_l) (r_l - phi_l)
+                errors.append(p.a[i] * (z[i] - self._forward_part(p, i, z[i - 1] if i > 0 else None)))
+        presynaptic = [x] + state.rates[:-1]
+        return updates_from_errors(self.spec, errors, presynaptic)
+
+    def stability(self, x, state: SteadyState | None = None) -> np.ndarray:
+        """Largest real part of the linearised system's eigenvalues per sample (units of 1/tau)."""
+        x, _ = check_batch(self.spec, x)
+        return largest_real_eigenvalue(self.spec, x, None if state is None else state.rates)
+
+
+def _forward_potential(engine, p, i, z):
+    """``S_l (h_l - h0_l) = gamma_{l-1} W_l z_{l-1}`` (0 for layer 1)."""
+    if i == 0:
+        return 0.0
+    w = engine.spec.network.weights[i]
+    return engine.spec.gamma[i - 1] * (z[i - 1][:, : w.shape[0]] @ w.T)
+
+
+def _relative(diff: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """Per-sample |diff| / |ref| (0 where both vanish, inf where only ref does)."""
+    num = np.linalg.norm(diff, axis=1)
+    den = np.linalg.norm(ref, axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.where(den > 0, num / np.where(den > 0, den, 1.0), np.where(num > 0, np.inf, 0.0))
+    return out
+
+
+def _unflatten(flat, shapes, sizes):
+    out, start = [], 0
+    for s, n in zip(shapes, sizes):
+        out.append(flat[start: start + n].reshape(s))
+        start += n
+    return out
+
+
+def _check_finite(res, phase, engine, x):
+    if np.any(np.isnan(res)):
+        raise DivergenceError(f"{phase}: the iteration produced non-finite rates; "
+                              + _divergence_message(engine.spec, largest_real_eigenvalue(engine.spec, x)))
+
+
+def _divergence_message(spec, lam):
+    return (f"the linearised circuit is unstable: largest real eigenvalue {np.max(lam):+.3g}/tau "
+            f"(needs < 0) with gamma = {spec.gamma.tolist()} in {spec.mode!r} mode; use a smaller coupling "
+            "gamma, or 'gait' mode (k = gamma f'^2 tames the 1/f' gain of the inverse)")
+
+
+def _finish(state: SteadyState, on_failure: str, phase: str, tol: float) -> SteadyState:
+    if on_failure not in ("raise", "mask"):
+        raise ValueError(f"on_failure: expected 'raise' or 'mask', got {on_failure!r}")
+    if on_failure == "raise" and not np.all(state.converged):
+        bad = np.flatnonzero(~state.converged)
+        raise ConvergenceError(
+            f"{phase}: {bad.size} of {state.converged.size} samples did not converge to relative residual "
+            f"{tol:g} (worst {np.max(state.residual):.2e}, samples {bad[:10].tolist()}); raise max_sweeps, "
+            "loosen the tolerance, or pass on_failure='mask' to get the converged mask", state.residual)
+    return state

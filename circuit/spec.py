@@ -1,0 +1,138 @@
+"""The circuit specification: plain, validated data that every engine runs.
+
+A circuit is built from a :class:`models.Network` plus coupling settings.  Layer l
+(1..L) is a population of ``n_l`` rate neurons with rates ``r_l``; layer 0 is the
+clamped input.  Each neuron has
+
+- a basal (forward) potential  ``h_l = W_l r_{l-1}[:n_l] + b_l``  and drive ``phi_l = f(h_l)``,
+- a somatic potential          ``u_l = f^-1(r_l)``,
+- a feedback drive             ``psi_l[:n_{l+1}] = W_{l+1}^-1 (u_{l+1} - b_{l+1})``
+  (the exact layer inverse; auxiliary units get none),
+
+and obeys ::
+
+    tau dr_l/dt = -r_l + (1 - k_l) phi_l + k_l psi_l          0 < l < L
+    tau dr_L/dt = -r_L + (1 - k_L) phi_L + k_L t_L            (output nudged toward t_L)
+
+with per-unit couplings ``k_l = gamma_l * kappa_l``: ``kappa = 1`` ("itp" mode) or
+``kappa = f'(h_l)^2`` of the free-phase state, held ("gait" mode); ``kappa = 0`` on
+auxiliary units and on output units without a task target.  See docs/derivation.md.
+This module imports neither brian2 nor scipy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+import models
+from models.network import check_array
+
+__all__ = ["MODES", "CircuitSpec", "CircuitError", "DivergenceError", "ConvergenceError", "build_circuit"]
+
+MODES = ("gait", "itp")
+
+
+class CircuitError(RuntimeError):
+    """Base class of run-time failures of a circuit."""
+
+
+class DivergenceError(CircuitError):
+    """The dynamics diverge (an eigenvalue of the linearised system has positive real part)."""
+
+
+class ConvergenceError(CircuitError):
+    """A settle did not reach its tolerance; ``residuals`` holds the per-sample residuals."""
+
+    def __init__(self, message, residuals=None):
+        super().__init__(message)
+        self.residuals = residuals
+
+
+@dataclass(frozen=True)
+class CircuitSpec:
+    """A validated circuit: network, per-layer coupling strengths, mode, time constant.
+
+    Attributes
+    ----------
+    network : models.Network
+    gamma : ndarray of shape (L,)
+        Coupling strength gamma_l of layer l = 1..L, each in [0, 1).
+    mode : {"gait", "itp"}
+    tau : float
+        Membrane time constant in seconds.
+    """
+
+    network: models.Network
+    gamma: np.ndarray
+    mode: str = "gait"
+    tau: float = 0.01
+
+    @property
+    def depth(self) -> int:
+        return self.network.depth
+
+    @property
+    def widths(self) -> tuple:
+        return self.network.widths
+
+    def feedback_mask(self, layer: int) -> np.ndarray:
+        """Boolean mask (n_layer,) of the units of ``layer`` (1..L) that receive feedback or the nudge."""
+        n = self.widths[layer]
+        mask = np.zeros(n, dtype=bool)
+        if layer == self.depth:
+            mask[: self.network.n_out] = True
+        else:
+            mask[: self.widths[layer + 1]] = True
+        return mask
+
+    def relative_couplings(self, derivatives: list) -> list:
+        """``kappa_l = k_l / gamma_l`` per sample and unit: [i] of shape (batch, n_{i+1}).
+
+        ``derivatives`` are the free-phase ``f'(h_l)`` (used in "gait" mode).
+        """
+        out = []
+        for i, a in enumerate(derivatives):
+            mask = self.feedback_mask(i + 1)
+            kappa = a**2 if self.mode == "gait" else np.ones_like(a)
+            out.append(np.where(mask, kappa, 0.0))
+        return out
+
+    def couplings(self, derivatives: list) -> list:
+        """Per-unit couplings ``k_l = gamma_l kappa_l``: [i] of shape (batch, n_{i+1})."""
+        return [g * kappa for g, kappa in zip(self.gamma, self.relative_couplings(derivatives))]
+
+
+def build_circuit(network: models.Network, gamma=1e-3, mode: str = "gait", tau: float = 0.01) -> CircuitSpec:
+    """Validate and build a :class:`CircuitSpec` from a network and coupling settings.
+
+    ``gamma`` is one coupling for every layer or a sequence of L per-layer values in [0, 1).
+    """
+    if not isinstance(network, models.Network):
+        raise TypeError(f"network: expected a models.Network, got {type(network).__name__}; "
+                        "build one with models.init_network(widths) or models.Network(weights, biases, n_0)")
+    if mode not in MODES:
+        raise ValueError(f"mode: expected one of {MODES}, got {mode!r}")
+    L = network.depth
+    g = np.asarray(gamma, dtype=float)
+    if g.ndim == 0:
+        g = np.full(L, float(g))
+    if g.shape != (L,):
+        raise ValueError(f"gamma: expected a number or {L} per-layer couplings (layers 1..{L}), got shape {g.shape}")
+    if not np.all(np.isfinite(g) & (g >= 0) & (g < 1)):
+        raise ValueError(f"gamma: expected couplings in [0, 1) (k = 1 would cut the forward drive), got {g.tolist()}")
+    tau = float(tau)
+    if not (np.isfinite(tau) and tau > 0):
+        raise ValueError(f"tau: expected a positive time constant in seconds, got {tau!r}")
+    g.setflags(write=False)
+    return CircuitSpec(network, g, mode, tau)
+
+
+def check_batch(spec: CircuitSpec, x, target=None):
+    """Validate an input batch and (optionally) a full output target for ``spec``."""
+    x = spec.network.check_input(x)
+    if target is not None:
+        target = check_array("target", target, (x.shape[0], spec.widths[-1]),
+                             hint=f"pass the full output target of all {spec.widths[-1]} output units")
+    return x, target

@@ -1,0 +1,127 @@
+"""The circuit checked against the discrete reference (models/), an analytic linear fixed
+point, closed-form eigenvalues, and the other engine."""
+
+import numpy as np
+import pytest
+
+import circuit
+import models
+from analysis.metrics import loglog_slope
+from circuit.stability import largest_real_eigenvalue
+from tests import tolerances as tol
+from tests.helpers import random_batch, relative_error
+
+
+def circuit_updates(net, x, target, gamma, mode="gait", engine="fast"):
+    eng = circuit.make_engine(circuit.build_circuit(net, gamma, mode), engine)
+    return eng.plasticity(eng.settle_nudged(x, target), x)
+
+
+@pytest.mark.parametrize("mode", circuit.MODES)
+def test_fast_engine_updates_converge_to_discrete_rule_first_order_in_gamma(mode):
+    net = models.init_network([40] * 5, "orthogonal", seed=0, n_out=10)  # 4 layers
+    x, target = random_batch(net, batch=8, seed=1)
+    # Below ~1e-2 no output increment crosses a kink of the leaky ReLU for this batch; a
+    # crossing costs O(1) for its unit (probability O(gamma)) and would blur the slope
+    # (the equilibrium experiment shows the whole range up to gamma = 0.1).
+    gammas = [1e-3, 1e-4, 1e-5]
+    errors = []
+    for gamma in gammas:
+        dW, _ = circuit_updates(net, x, target, gamma, mode)
+        ref, _ = models.updates(net.weights, net.biases, x, target, mode, gamma=gamma)
+        errors.append([relative_error(a, b) for a, b in zip(dW, ref)])
+    errors = np.array(errors)
+    if mode == "gait":
+        assert np.all(errors[1] <= tol.CIRCUIT_UPDATE_RTOL_AT_1E3), errors[1]
+    for layer in range(net.depth - 1):
+        lo, hi = tol.SLOPE_HIDDEN
+        assert lo <= loglog_slope(gammas, errors[:, layer]) <= hi, errors[:, layer]
+    lo, hi = tol.SLOPE_OUTPUT
+    assert lo <= loglog_slope(gammas, errors[:, -1]) <= hi, errors[:, -1]
+
+
+def test_gait_circuit_follows_bp_with_orthogonal_weights():
+    net = models.init_network([40] * 5, "orthogonal", seed=0, n_out=10)
+    x, target = random_batch(net, batch=8, seed=1)
+    dW, _ = circuit_updates(net, x, target, 1e-3)
+    bp, _ = models.updates(net.weights, net.biases, x, target, "bp")
+    assert all(relative_error(a, b) <= tol.CIRCUIT_UPDATE_RTOL_AT_1E3 for a, b in zip(dW, bp))
+
+
+def test_variable_width_cross_entropy_and_per_layer_gamma():
+    net = models.init_network([30, 30, 20, 12, 6], "orthogonal", seed=4, n_out=4)
+    x, _ = random_batch(net, batch=6, seed=5)
+    labels = np.arange(6) % 4
+    target = models.constructed_target("cross_entropy", net.forward(x).rates[-1], labels, 4)
+    gamma = [2e-3, 1e-3, 5e-4, 1e-3]
+    dW, db = circuit_updates(net, x, target, gamma)
+    ref, _ = models.updates(net.weights, net.biases, x, target, "gait", gamma=gamma)
+    for a, b in zip(dW, ref):
+        assert relative_error(a, b) <= tol.CIRCUIT_UPDATE_RTOL_AT_1E3
+    # auxiliary units (no feedback, no target): no update, to rounding
+    for i in range(net.depth - 1):
+        n_next = net.weights[i + 1].shape[0]
+        assert np.max(np.abs(dW[i][n_next:])) <= 1e-12 * np.max(np.abs(dW[i]))
+    assert np.max(np.abs(dW[-1][4:])) <= 1e-12 * np.max(np.abs(dW[-1]))
+
+
+@pytest.mark.parametrize("mode", circuit.MODES)
+def test_linear_circuit_matches_analytic_fixed_point(mode):
+    """With f = identity the steady state solves (I - M) d = n exactly (a dense solve)."""
+    net = models.init_network([7, 7, 7, 7], "xavier", seed=6, activation="identity", n_out=3)
+    x, target = random_batch(net, batch=2, seed=7)
+    gamma = 0.05
+    spec = circuit.build_circuit(net, gamma, mode)
+    state = circuit.FastEngine(spec).settle_nudged(x, target)
+    y = net.forward(x).rates
+    k = spec.couplings(net.forward(x).derivatives)
+    n, L = 7, net.depth
+    for s in range(2):
+        M = np.zeros((n * L, n * L))
+        rhs = np.zeros(n * L)
+        for i in range(L):
+            blk = slice(i * n, (i + 1) * n)
+            if i > 0:
+                M[blk, (i - 1) * n: i * n] = (1 - k[i][s])[:, None] * net.weights[i]
+            if i < L - 1:
+                M[blk, (i + 1) * n: (i + 2) * n] = k[i][s][:, None] * np.linalg.inv(net.weights[i + 1])
+        rhs[(L - 1) * n:] = k[L - 1][s] * (target[s] - y[L][s])
+        d = np.linalg.solve(np.eye(n * L) - M, rhs)
+        for i in range(L):
+            assert relative_error(state.deviations[i][s], d[i * n: (i + 1) * n]) <= tol.LINEAR_FIXED_POINT_RTOL
+
+
+@pytest.mark.parametrize("gamma", [0.1, 0.5])
+def test_eigenvalues_of_a_chain_match_closed_form(gamma):
+    """One unit per layer, ITP coupling: tridiagonal Jacobian with off-diagonal products
+    k(1-k), so lambda_max = -1 + 2 sqrt(k (1 - k)) cos(pi / (L + 1))."""
+    L = 4
+    net = models.init_network([1] * (L + 1), "orthogonal", seed=0)
+    x = np.array([[0.7]])
+    lam = largest_real_eigenvalue(circuit.build_circuit(net, gamma, "itp"), x)
+    want = -1 + 2 * np.sqrt(gamma * (1 - gamma)) * np.cos(np.pi / (L + 1))
+    assert abs(lam[0] - want) <= tol.EIGENVALUE_ATOL
+
+
+def test_arpack_path_agrees_with_dense(monkeypatch):
+    import circuit.stability as stability
+
+    net = models.init_network([12, 12, 10, 8], "xavier", seed=8, n_out=4)
+    x, _ = random_batch(net, batch=2, seed=9)
+    spec = circuit.build_circuit(net, 0.3, "gait")
+    dense = largest_real_eigenvalue(spec, x)
+    monkeypatch.setattr(stability, "DENSE_LIMIT", 0)
+    sparse = largest_real_eigenvalue(spec, x)
+    assert np.allclose(dense, sparse, rtol=0, atol=tol.EIGENVALUE_ATOL)
+
+
+@pytest.mark.parametrize("mode", circuit.MODES)
+def test_brian2_and_fast_engines_agree(mode):
+    """Issue requirement: 3 layers, 50 wide, gamma = 1e-2: settled r - y within 1e-3 per layer."""
+    net = models.init_network([50] * 4, "orthogonal", seed=10, n_out=10)
+    x, target = random_batch(net, batch=4, seed=11)
+    spec = circuit.build_circuit(net, 1e-2, mode)
+    fast = circuit.make_engine(spec, "fast").settle_nudged(x, target)
+    brian = circuit.make_engine(spec, "brian2").settle_nudged(x, target)
+    for a, b in zip(fast.deviations, brian.deviations):
+        assert relative_error(b, a) <= tol.CROSS_ENGINE_RTOL
