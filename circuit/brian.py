@@ -178,7 +178,10 @@ class Brian2Engine:
         state = SteadyState(rates=rates, deviations=[r - yy for r, yy in zip(rates, y[1:])],
                             converged=res <= rtol, residual=res, time=elapsed, target=target,
                             engine=self.name, precise_deviations=False)
-        return _finish(state, on_failure, phase, rtol)
+        return _finish(state, on_failure, phase, rtol, hint=(
+            f"this engine works in absolute rates, whose rounding (~1e-16 |r|) stops residuals of layers whose "
+            f"deviation is near 1e-16 of the rates (e.g. gamma^(L-l+1) with gamma = {np.min(self.spec.gamma):g}); "
+            "use a larger gamma, a looser rtol, or the fast engine (deviation coordinates)"))
 
     # ------------------------------------------------------------------ verbs
     def settle_free(self, x, *, rtol: float | None = None, on_failure: str = "raise") -> SteadyState:

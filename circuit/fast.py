@@ -380,13 +380,14 @@ def _divergence_message(spec, lam):
             "gamma, or 'gait' mode (k = gamma f'^2 tames the 1/f' gain of the inverse)")
 
 
-def _finish(state: SteadyState, on_failure: str, phase: str, tol: float) -> SteadyState:
+def _finish(state: SteadyState, on_failure: str, phase: str, tol: float,
+            hint: str = "raise max_sweeps, loosen the tolerance") -> SteadyState:
     if on_failure not in ("raise", "mask"):
         raise ValueError(f"on_failure: expected 'raise' or 'mask', got {on_failure!r}")
     if on_failure == "raise" and not np.all(state.converged):
         bad = np.flatnonzero(~state.converged)
         raise ConvergenceError(
             f"{phase}: {bad.size} of {state.converged.size} samples did not converge to relative residual "
-            f"{tol:g} (worst {np.max(state.residual):.2e}, samples {bad[:10].tolist()}); raise max_sweeps, "
-            "loosen the tolerance, or pass on_failure='mask' to get the converged mask", state.residual)
+            f"{tol:g} (worst {np.max(state.residual):.2e}, samples {bad[:10].tolist()}); {hint}, "
+            "or pass on_failure='mask' to get the converged mask", state.residual)
     return state

@@ -11,6 +11,8 @@ from .common import prepare_out, tune_allocator
 
 #: name -> module under experiments/; each module has DESCRIPTION, add_arguments(parser), run(args, out).
 EXPERIMENTS = {
+    "demo": "the main job: a small circuit settles (free and nudged phases) and learns like GAIT-prop and BP",
+    "equilibrium": "the circuit's steady-state targets and updates against the discrete reference, over gamma",
     "alignment": "Fig. 1 (right): TP/ITP/GAIT updates against BP in an untrained 784-wide network",
     "bench": "per-batch time of training steps (BP, TP, GAIT; with/without regulariser) and GFLOP/s",
 }

@@ -140,6 +140,65 @@ def run(args, out):
     print(f"published code ({PUBLISHED_SECONDS_PER_BATCH} s/batch, quoted) / GAIT step: "
           f"{ratios['published_over_gait']:.1f}x")
     print(f"GAIT targets vs np.linalg.solve: max relative difference {target_error:.1e}")
+    circuit_results = bench_circuit(args, data, widths, gait["ms_per_batch"])
     write_summary(out, "bench", {**vars(args), "widths": widths, "steps": steps}, rows=rows,
                   matmul_gflops=peak, bp_product_floor_ms=product_floor * 1e3, ratios=ratios,
-                  gait_target_rel_diff_vs_direct=target_error)
+                  gait_target_rel_diff_vs_direct=target_error, circuit=circuit_results)
+
+
+def bench_circuit(args, data, widths, gait_step_ms):
+    """The circuit engines on the same network and batch: fast settle, Brian2 per sample."""
+    import circuit
+    from circuit.brian import summed_synapses_network
+
+    net = models.init_network(widths, "orthogonal", seed=0, n_out=10)
+    x = data.test_x[: args.batch]
+    target = models.constructed_target("quadratic", net.forward(x).rates[-1], data.test_y[: args.batch], 10)
+    spec = circuit.build_circuit(net, 1e-3, "gait")
+    with blas_threads(DEFAULT_BLAS_THREADS):
+        t0 = time.perf_counter()
+        engine = circuit.make_engine(spec, "fast")
+        t1 = time.perf_counter()
+        state = engine.settle_nudged(x, target, rtol=1e-10)
+        t2 = time.perf_counter()
+    fast_ms, factor_ms = (t2 - t0) * 1e3, (t1 - t0) * 1e3
+    print(f"\ncircuit, {widths[1]} wide, {len(widths) - 2} hidden layers, batch {args.batch}, gamma 1e-3, GAIT mode")
+    print(f"fast engine: nudged settle to relative residual 1e-10: {fast_ms:.0f} ms "
+          f"(of which LU factorisation {factor_ms:.0f} ms; worst residual {np.max(state.residual):.1e}) "
+          f"= {fast_ms / gait_step_ms:.1f}x the discrete GAIT step")
+    # Brian2: a fixed 30 tau of simulated time (dt = tau/10): what a settle at moderate gamma takes.
+    duration_tau = 30.0
+    brian = circuit.make_engine(spec, "brian2", target="numpy")
+    with blas_threads(DEFAULT_BLAS_THREADS):
+        t0 = time.perf_counter()
+        brian.simulate(x, target, duration=duration_tau * spec.tau, n_points=2)
+        brian_s = time.perf_counter() - t0
+    per_sample = brian_s / args.batch
+    print(f"brian2 engine (network_operation coupling, numpy target): {duration_tau:g} tau = "
+          f"{duration_tau * spec.tau * 1e3:g} ms simulated for the batch in {brian_s:.2f} s = "
+          f"{per_sample:.3f} s per sample")
+    # The plain (summed) Synapses formulation, one sample, a short run scaled to the same duration.
+    import brian2 as b2
+
+    summed_widths = widths if not args.quick else [784, 784, 784, 784]
+    summed_net = models.init_network(summed_widths, "orthogonal", seed=0, n_out=10)
+    summed_spec = circuit.build_circuit(summed_net, 1e-3, "gait")
+    y = summed_net.forward(x[:1]).rates[-1]
+    b2.prefs.codegen.target = "numpy"
+    t0 = time.perf_counter()
+    network = summed_synapses_network(summed_spec, x[0], y[0])
+    t_build = time.perf_counter() - t0
+    short_tau = 2.0
+    t0 = time.perf_counter()
+    network.run(short_tau * summed_spec.tau * b2.second)
+    summed_run = time.perf_counter() - t0
+    summed_per_sample = summed_run * duration_tau / short_tau
+    print(f"brian2, plain (summed) Synapses ({len(summed_widths) - 1} layers of {summed_widths[1]}, numpy target): "
+          f"{summed_run:.2f} s for {short_tau:g} tau, i.e. {summed_per_sample:.1f} s per sample for "
+          f"{duration_tau:g} tau (+{t_build:.1f} s to build the synapses); "
+          f"{summed_per_sample / per_sample:.0f}x the network_operation engine")
+    return {"fast_settle_ms": fast_ms, "fast_factorisation_ms": factor_ms,
+            "fast_residual": float(np.max(state.residual)),
+            "fast_settle_over_gait_step": fast_ms / gait_step_ms, "brian2_seconds_per_sample": per_sample,
+            "brian2_simulated_tau": duration_tau, "summed_synapses_seconds_per_sample": summed_per_sample,
+            "summed_synapses_layers": len(summed_widths) - 1, "summed_synapses_build_seconds": t_build}

@@ -1,0 +1,133 @@
+"""The circuit's steady state against the discrete reference, over the coupling strength.
+
+For a grid of gamma (1e-1 .. 1e-4), both coupling modes ("gait": k = gamma f'^2,
+"itp": k = gamma) and both engines ("fast": scaled deviation coordinates; "brian2":
+absolute rates), per layer: the relative error of the circuit's targets
+(``(r_l - y_l) / k_l`` against the discrete ``t_l - y_l``) and of its local-rule updates
+against the discrete rule of the same mode, the updates' cosine with BP, and the
+fitted log-log slope of the update error against gamma (theory: 1 in hidden layers,
+2 at the output).  Network: 4 layers, orthogonal weights, width 50, Gaussian inputs,
+random class labels with the quadratic loss.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+import circuit
+import models
+from analysis.metrics import cosine, loglog_slope, relative_error
+from analysis.plots import use_agg
+
+from .common import Progress, write_summary
+
+DESCRIPTION = __doc__
+
+
+def add_arguments(parser):
+    parser.add_argument("--width", type=int, default=50)
+    parser.add_argument("--layers", type=int, default=4, help="number of weight layers L (default 4)")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--engines", default="fast,brian2", help="comma-separated (default fast,brian2)")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def measure(net, x, target, gamma, mode, engine_name, **engine_options):
+    """Per-layer metrics of one (engine, mode, gamma) point."""
+    spec = circuit.build_circuit(net, gamma, mode)
+    engine = circuit.make_engine(spec, engine_name, **engine_options)
+    state = engine.settle_nudged(x, target, on_failure="mask")
+    dW, _ = engine.plasticity(state, x)
+    fwd = net.forward(x)
+    ref_targets = models.compute_targets(net, fwd, target, mode, gamma)
+    ref, _ = models.target_updates(net, ref_targets)
+    bp, _ = models.backprop(net, fwd, target)
+    k = spec.couplings(fwd.derivatives)
+    rows = []
+    for i in range(net.depth):
+        mask = spec.feedback_mask(i + 1)
+        est = state.deviations[i][:, mask] / k[i][:, mask]
+        rows.append({
+            "layer": i + 1,
+            "rel_error_target": relative_error(est, ref_targets.deviations[i][:, mask]),
+            "rel_error_update": relative_error(dW[i], ref[i]),
+            "cosine_bp": cosine(dW[i], bp[i]),
+            "converged_fraction": float(np.mean(state.converged)),
+            "settle_time_tau": state.time,
+        })
+    return rows
+
+
+def run(args, out):
+    gammas = [1e-1, 1e-2, 1e-3, 1e-4] if args.quick else [1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4]
+    width = 30 if args.quick else args.width
+    batch = 4 if args.quick else args.batch
+    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    net = models.init_network([width] * (args.layers + 1), "orthogonal", seed=args.seed, n_out=10)
+    rng = np.random.default_rng(args.seed)
+    x = rng.standard_normal((batch, width))
+    target = models.constructed_target("quadratic", net.forward(x).rates[-1], rng.integers(0, 10, batch), 10)
+    points = [(e, m, g) for e in engines for m in circuit.MODES for g in gammas]
+    progress = Progress("equilibrium", len(points))
+    rows = []
+    # Brian2 settles in absolute rates: at small gamma it cannot reach its tolerance and runs
+    # to max_time; the quick mode caps that (results differ only where it did not converge).
+    options = {"brian2": {"max_time": 40.0 if args.quick else 400.0}}
+    for engine_name, mode, gamma in points:
+        for r in measure(net, x, target, gamma, mode, engine_name, **options.get(engine_name, {})):
+            rows.append({"engine": engine_name, "mode": mode, "gamma": gamma, **r})
+        progress.step(f"{engine_name} {mode} gamma={gamma:g}")
+    slopes = []
+    for engine_name in engines:
+        for mode in circuit.MODES:
+            for layer in range(1, args.layers + 1):
+                sel = [r for r in rows if r["engine"] == engine_name and r["mode"] == mode and r["layer"] == layer]
+                for lo, hi in ((1e-4, 1e-2), (1e-4, 1e-1)):
+                    pts = [(r["gamma"], r["rel_error_update"]) for r in sel if lo <= r["gamma"] <= hi]
+                    slopes.append({"engine": engine_name, "mode": mode, "layer": layer, "gamma_range": [lo, hi],
+                                   "slope": loglog_slope(*zip(*pts))})
+    plot(rows, engines, args.layers, out)
+    print_table(rows, slopes, engines, args.layers)
+    write_summary(out, "equilibrium", {**vars(args), "gammas": gammas, "width": width, "batch": batch},
+                  rows=rows, slopes=slopes)
+
+
+def print_table(rows, slopes, engines, layers):
+    for engine_name in engines:
+        for mode in circuit.MODES:
+            print(f"\n{engine_name} engine, {mode} mode: relative update error (cosine with BP)")
+            print(f"{'gamma':>8}" + "".join(f"{'layer ' + str(i):>22}" for i in range(1, layers + 1)))
+            sel = [r for r in rows if r["engine"] == engine_name and r["mode"] == mode]
+            for gamma in sorted({r["gamma"] for r in sel}, reverse=True):
+                cells = [f"{r['rel_error_update']:.2e} ({r['cosine_bp']:+.4f})" for r in sel if r["gamma"] == gamma]
+                print(f"{gamma:>8.0e}" + "".join(f"{c:>22}" for c in cells))
+            fits = [s for s in slopes
+                    if s["engine"] == engine_name and s["mode"] == mode and s["gamma_range"][1] == 1e-2]
+            print(f"{'slope':>8}" + "".join(f"{s['slope']:>22.3f}" for s in fits)
+                  + "   (fit over 1e-4 <= gamma <= 1e-2)")
+
+
+def plot(rows, engines, layers, out):
+    plt = use_agg()
+    fig, axes = plt.subplots(2, len(circuit.MODES), figsize=(11, 7), squeeze=False)
+    styles = {"fast": "-", "brian2": "--"}
+    for c, mode in enumerate(circuit.MODES):
+        for engine_name in engines:
+            for layer in range(1, layers + 1):
+                sel = sorted((r["gamma"], r["rel_error_update"], r["cosine_bp"]) for r in rows
+                             if r["engine"] == engine_name and r["mode"] == mode and r["layer"] == layer)
+                g, err, cos = zip(*sel)
+                color = f"C{layer - 1}"
+                axes[0, c].loglog(g, err, styles.get(engine_name, ":"), marker="o", color=color, ms=3,
+                                  label=f"{engine_name}, layer {layer}")
+                axes[1, c].semilogx(g, cos, styles.get(engine_name, ":"), marker="o", color=color, ms=3)
+        gg = np.array([1e-4, 1e-1])
+        axes[0, c].loglog(gg, gg, color="k", lw=0.6, label="slope 1")
+        axes[0, c].set_title(f"{mode} coupling: circuit update vs discrete {mode.upper()}")
+        axes[0, c].set_ylabel("relative error")
+        axes[1, c].set_ylabel("cosine with BP")
+        axes[1, c].set_xlabel("coupling gamma")
+        axes[0, c].legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    fig.savefig(out / "equilibrium_errors.png", dpi=110)
+    plt.close(fig)
