@@ -1,0 +1,54 @@
+"""Every experiment runs end to end in its quick mode and writes summary.json with the promised fields."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+REQUIRED_ROW_FIELDS = {
+    "alignment": {"init", "rule", "layer", "cosine"},
+    "equilibrium": {"engine", "mode", "gamma", "layer", "rel_error_update", "cosine_bp"},
+    "demo": {"engine", "layer", "rel_error_update_vs_gait", "cosine_circuit_bp"},
+    "bench": {"rule", "regulariser", "ms_per_batch", "gflops"},
+}
+
+
+def run_cli(*args, timeout=600):
+    return subprocess.run([sys.executable, "-m", "experiments", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout, env={"MPLBACKEND": "Agg", **_env()})
+
+
+def _env():
+    import os
+
+    return dict(os.environ)
+
+
+def test_help_lists_every_experiment():
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for name in REQUIRED_ROW_FIELDS:
+        assert name in result.stdout
+
+
+@pytest.mark.parametrize("name", [n for n in REQUIRED_ROW_FIELDS if n != "bench"] + [
+    pytest.param("bench", marks=pytest.mark.slow)])
+def test_quick_mode_writes_summary_and_figures(name, tmp_path):
+    result = run_cli(name, "--quick", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["experiment"] == name
+    assert summary["provenance"]["packages"]["numpy"]
+    assert summary["rows"], "no rows"
+    for row in summary["rows"]:
+        assert REQUIRED_ROW_FIELDS[name] <= set(row), set(row)
+    if name != "bench":
+        assert list(tmp_path.glob("*.png")), "no figure written"
+    assert f"[{name}] done" in result.stderr
+    if name == "bench":
+        assert summary["matmul_gflops"] > 0
+        assert summary["gait_target_rel_diff_vs_direct"] < 1e-10
