@@ -1,4 +1,11 @@
-"""Datasets: the official IDX files (gzip or raw) and the embedded Fashion-MNIST subset.
+"""Datasets: MNIST, Fashion-MNIST and KMNIST in their official formats, and an embedded subset.
+
+``load_dataset(name)`` looks, in order, in ``data_dir`` (or the directory named by the
+environment variable GAITCIRCUIT_DATA), in the Debian package's directory
+(Fashion-MNIST only), in the download cache (``~/.cache/gaitcircuit``), and finally
+downloads the official files (SHA-256 checked) unless ``download=False``.  A
+directory may hold the four IDX files (``.gz`` or raw) or, for KMNIST, the four
+official ``.npz`` files.
 
 The embedded subset (``experiments/data/fashion_mnist_subset.npz``) holds the
 first 3000 training and first 1000 test images of the official Fashion-MNIST
@@ -10,13 +17,17 @@ Remake it with ``python -m experiments.datasets`` (reads the Debian package's fi
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
+import sys
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Dataset", "DataFormatError", "read_idx", "load_embedded", "load_idx_dataset", "DEBIAN_FASHION_MNIST"]
+__all__ = ["Dataset", "DataFormatError", "DATASETS", "SOURCES", "read_idx", "load_dataset", "load_embedded",
+           "load_idx_dataset", "load_npz_dataset", "download", "DEBIAN_FASHION_MNIST"]
 
 EMBEDDED = Path(__file__).with_name("data") / "fashion_mnist_subset.npz"
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -28,8 +39,51 @@ IDX_FILES = {
 }
 
 
+KMNIST_NPZ = {"train_images": "kmnist-train-imgs.npz", "train_labels": "kmnist-train-labels.npz",
+              "test_images": "kmnist-test-imgs.npz", "test_labels": "kmnist-test-labels.npz"}
+#: Official downloads: mirrors and the SHA-256 of each gzip file as published upstream
+#: (Fashion-MNIST's Debian package recompressed its files, so their checksums differ;
+#: the package's files are found without a checksum, as any user directory is).
+SOURCES = {
+    "mnist": {
+        "mirrors": ["https://ossci-datasets.s3.amazonaws.com/mnist/",
+                    "https://storage.googleapis.com/cvdf-datasets/mnist/"],
+        "sha256": {
+            "train-images-idx3-ubyte.gz": "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+            "train-labels-idx1-ubyte.gz": "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+            "t10k-images-idx3-ubyte.gz": "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+            "t10k-labels-idx1-ubyte.gz": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+        },
+    },
+    "fashion_mnist": {
+        "mirrors": ["http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"],
+        "sha256": {
+            "train-images-idx3-ubyte.gz": "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
+            "train-labels-idx1-ubyte.gz": "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
+            "t10k-images-idx3-ubyte.gz": "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
+            "t10k-labels-idx1-ubyte.gz": "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
+        },
+    },
+    "kmnist": {  # KMNIST is published both as IDX gzip (downloaded) and as npz (read from a directory)
+        "mirrors": ["http://codh.rois.ac.jp/kmnist/dataset/kmnist/"],
+        "sha256": {
+            "train-images-idx3-ubyte.gz": "51467d22d8cc72929e2a028a0428f2086b092bb31cfb79c69cc0a90ce135fde4",
+            "train-labels-idx1-ubyte.gz": "e38f9ebcd0f3ebcdec7fc8eabdcdaef93bb0df8ea12bee65224341c8183d8e17",
+            "t10k-images-idx3-ubyte.gz": "edd7a857845ad6bb1d0ba43fe7e794d164fe2dce499a1694695a792adfac43c5",
+            "t10k-labels-idx1-ubyte.gz": "20bb9a0ef54c7db3efc55a92eef5582c109615df22683c380526788f98e42a1c",
+        },
+    },
+}
+DATASETS = ("embedded",) + tuple(SOURCES)
+ENV_DATA_DIR = "GAITCIRCUIT_DATA"
+
+
 class DataFormatError(ValueError):
     """A data file is corrupt or not of the expected format."""
+
+
+class DataNotFoundError(FileNotFoundError):
+    """No copy of a dataset could be found or downloaded."""
 
 
 @dataclass
@@ -102,6 +156,111 @@ def load_idx_dataset(directory, name: str = "dataset") -> Dataset:
     tx, ty = _images_labels(arrays["train_images"], arrays["train_labels"], f"{directory} (train)")
     vx, vy = _images_labels(arrays["test_images"], arrays["test_labels"], f"{directory} (test)")
     return Dataset(name, tx, ty, vx, vy)
+
+
+def load_npz_dataset(directory, name: str = "kmnist") -> Dataset:
+    """Load the four official KMNIST ``.npz`` files (arrays under ``arr_0``) from ``directory``."""
+    directory = Path(directory)
+    arrays = {}
+    for key, filename in KMNIST_NPZ.items():
+        path = directory / filename
+        if not path.exists():
+            raise FileNotFoundError(f"{directory}: missing {filename}; expected {sorted(KMNIST_NPZ.values())}")
+        try:
+            with np.load(path) as data:
+                arrays[key] = data["arr_0"]
+        except (OSError, ValueError, KeyError) as err:
+            raise DataFormatError(f"{path}: not an npz file with an 'arr_0' array ({err})") from None
+    tx, ty = _images_labels(arrays["train_images"], arrays["train_labels"], f"{directory} (train)")
+    vx, vy = _images_labels(arrays["test_images"], arrays["test_labels"], f"{directory} (test)")
+    return Dataset(name, tx, ty, vx, vy)
+
+
+def _load_directory(directory: Path, name: str) -> Dataset | None:
+    """The dataset from ``directory`` or ``directory/name`` if the files are there, else None."""
+    for candidate in (directory / name, directory):
+        if any((candidate / (stem + ext)).exists() for stem in IDX_FILES.values() for ext in (".gz", "")):
+            return load_idx_dataset(candidate, name)
+        if name == "kmnist" and (candidate / KMNIST_NPZ["train_images"]).exists():
+            return load_npz_dataset(candidate, name)
+    return None
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "gaitcircuit"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def download(name: str, directory: Path, timeout: float = 60.0) -> Path:
+    """Download the official files of ``name`` into ``directory``, checking SHA-256; return it.
+
+    Files already present with the right checksum are kept.  A file is written under
+    a temporary name and renamed only once its checksum matches.
+    """
+    source = SOURCES[name]
+    directory.mkdir(parents=True, exist_ok=True)
+    for filename, expected in source["sha256"].items():
+        target = directory / filename
+        if target.exists() and _sha256(target) == expected:
+            continue
+        errors = []
+        for mirror in source["mirrors"]:
+            url = mirror + filename
+            tmp = target.with_suffix(target.suffix + ".part")
+            try:
+                print(f"[data] downloading {url}", file=sys.stderr, flush=True)
+                with urllib.request.urlopen(url, timeout=timeout) as response, open(tmp, "wb") as fh:
+                    for chunk in iter(lambda: response.read(1 << 20), b""):
+                        fh.write(chunk)
+            except OSError as err:
+                errors.append(f"{url}: {err}")
+                tmp.unlink(missing_ok=True)
+                continue
+            got = _sha256(tmp)
+            if got != expected:
+                tmp.unlink(missing_ok=True)
+                errors.append(f"{url}: SHA-256 {got}, expected {expected}")
+                continue
+            os.replace(tmp, target)
+            break
+        else:
+            raise DataNotFoundError(f"{name}: could not download {filename}: " + "; ".join(errors))
+    return directory
+
+
+def load_dataset(name: str, data_dir=None, allow_download: bool = True) -> Dataset:
+    """Find (or download) dataset ``name``: "embedded", "mnist", "fashion_mnist" or "kmnist"."""
+    if name == "embedded":
+        return load_embedded()
+    if name not in SOURCES:
+        raise ValueError(f"dataset: expected one of {DATASETS}, got {name!r}")
+    searched = []
+    for directory in (data_dir, os.environ.get(ENV_DATA_DIR)):
+        if directory:
+            found = _load_directory(Path(directory), name)
+            if found is not None:
+                return found
+            searched.append(str(directory))
+    if name == "fashion_mnist" and DEBIAN_FASHION_MNIST.exists():
+        return load_idx_dataset(DEBIAN_FASHION_MNIST, name)
+    searched.append(f"{DEBIAN_FASHION_MNIST} (Debian package dataset-fashion-mnist)" if name == "fashion_mnist"
+                    else "no system package for this dataset")
+    cached = cache_dir() / name
+    if all((cached / f).exists() for f in SOURCES[name]["sha256"]):
+        return load_idx_dataset(cached, name)
+    searched.append(str(cached))
+    if not allow_download:
+        raise DataNotFoundError(
+            f"{name}: not found (looked in {'; '.join(searched)}); pass --data-dir DIR (or set {ENV_DATA_DIR}) "
+            "to a directory with the official files, or allow the download")
+    return load_idx_dataset(download(name, cached), name)
 
 
 def load_embedded() -> Dataset:

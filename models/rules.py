@@ -170,11 +170,14 @@ def backprop(net: Network, fwd: ForwardPass, target) -> tuple[list, list]:
     return weight_updates(net, fwd, bp_error_signals(net, fwd, target))
 
 
-def compute_updates(net: Network, x, target, rule: str, gamma=1e-3, inverse=None):
-    """Descent directions (dW, db) of ``rule`` for a batch; also returns the forward pass."""
+def compute_updates(net: Network, x, target, rule: str, gamma=1e-3, inverse=None, fwd: ForwardPass | None = None):
+    """Descent directions (dW, db) of ``rule`` for a batch; also returns the forward pass.
+
+    Pass ``fwd`` (``net.forward(x)``) if it is already computed, e.g. to build the target.
+    """
     if rule not in RULES:
         raise ValueError(f"rule: expected one of {RULES}, got {rule!r}")
-    fwd = net.forward(x)
+    fwd = net.forward(x) if fwd is None else fwd
     if rule == "bp":
         return backprop(net, fwd, target) + (fwd,)
     targets = compute_targets(net, fwd, target, rule, gamma, inverse)

@@ -6,12 +6,15 @@ holds only the maths of a step so that benchmarks and training share it.
 
 from __future__ import annotations
 
+import numpy as np
+
+from .losses import constructed_target, loss_value
 from .network import Network
 from .optimizers import Adam
 from .regularizer import orthogonality_gradient
 from .rules import compute_updates
 
-__all__ = ["train_step", "step_flops"]
+__all__ = ["train_step", "apply_update", "step_flops", "evaluate", "epoch_order", "train_epoch"]
 
 
 def train_step(net: Network, optimizer: Adam, x, target, rule: str, gamma=1e-3,
@@ -23,11 +26,16 @@ def train_step(net: Network, optimizer: Adam, x, target, rule: str, gamma=1e-3,
     (computed before the update).
     """
     dW, db, fwd = compute_updates(net, x, target, rule, gamma, inverse)
+    apply_update(net, optimizer, dW, db, regularizer)
+    return fwd
+
+
+def apply_update(net: Network, optimizer: Adam, dW: list, db: list, regularizer: float = 0.0) -> None:
+    """Subtract the regulariser's gradient from ``dW`` (in place) and take one Adam step."""
     if regularizer:
         for d, w in zip(dW, net.weights):
             d -= orthogonality_gradient(w, regularizer)
     optimizer.step(net.weights + net.biases, dW + db)
-    return fwd
 
 
 def step_flops(widths, batch: int, rule: str, regularizer: bool = False,
@@ -49,3 +57,51 @@ def step_flops(widths, batch: int, rule: str, regularizer: bool = False,
     if regularizer:
         flops += sum(3.0 * n**3 for n in ns)               # W^T W (syrk, n^3) and W O (symm, 2 n^3)
     return flops
+
+
+def evaluate(net: Network, x, labels, loss: str = "quadratic", batch: int = 2000) -> tuple[float, float]:
+    """(mean loss, accuracy) of ``net`` on a dataset; prediction = argmax over task outputs."""
+    total, correct = 0.0, 0
+    n = len(labels)
+    for start in range(0, n, batch):
+        xb, yb = x[start: start + batch], labels[start: start + batch]
+        out = net.forward(xb).rates[-1]
+        total += loss_value(loss, out, yb, net.n_out) * len(yb)
+        correct += int(np.sum(np.argmax(out[:, : net.n_out], axis=1) == yb))
+    return total / n, correct / n
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
+    """The sample order of ``epoch``: a function of (seed, epoch) only, so resumed runs repeat it."""
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+def train_epoch(net: Network, optimizer: Adam, x, labels, *, rule: str, seed: int, epoch: int, batch: int = 60,
+                gamma=1e-3, regularizer: float = 0.0, loss: str = "quadratic", inverse=None, update=None,
+                on_batch=None) -> dict:
+    """One pass over (x, labels) in the order :func:`epoch_order` gives; returns running statistics.
+
+    ``update(net, x, target, fwd)``, if given, replaces the rule's descent directions (e.g.
+    the circuit's local rule) and returns (dW, db).  ``on_batch(i, n_batches,
+    running_loss)`` is called after every batch (progress display).
+    """
+    order = epoch_order(len(labels), seed, epoch)
+    n_batches = len(order) // batch
+    total_loss, correct = 0.0, 0
+    for i in range(n_batches):
+        idx = order[i * batch: (i + 1) * batch]
+        xb, yb = x[idx], labels[idx]
+        fwd = net.forward(xb)
+        target = constructed_target(loss, fwd.rates[-1], yb, net.n_out)
+        if update is None:
+            dW, db, _ = compute_updates(net, xb, target, rule, gamma, inverse, fwd=fwd)
+        else:
+            dW, db = update(net, xb, target, fwd)
+        out = fwd.rates[-1]
+        total_loss += loss_value(loss, out, yb, net.n_out)
+        correct += int(np.sum(np.argmax(out[:, : net.n_out], axis=1) == yb))
+        apply_update(net, optimizer, dW, db, regularizer)
+        if on_batch is not None:
+            on_batch(i, n_batches, total_loss / (i + 1))
+    seen = n_batches * batch
+    return {"running_loss": total_loss / max(n_batches, 1), "running_accuracy": correct / max(seen, 1)}

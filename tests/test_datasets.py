@@ -58,3 +58,82 @@ def test_corrupt_files_are_named_with_the_problem(tmp_path):
     bad.unlink()
     with pytest.raises(FileNotFoundError, match="missing train-images-idx3-ubyte.gz"):
         datasets.load_idx_dataset(tmp_path)
+
+
+@pytest.fixture
+def local_server(tmp_path):
+    """An HTTP server on loopback serving tmp_path/served (stops after the test)."""
+    import functools
+    import http.server
+    import threading
+
+    served = tmp_path / "served"
+    served.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    handler.log_message = lambda *a, **k: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield served, f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+    server.server_close()
+
+
+def fake_source(monkeypatch, served, url, tamper=None):
+    import hashlib
+
+    make_dataset(served)
+    sums = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in served.glob("*.gz")}
+    if tamper:
+        sums[tamper] = "0" * 64
+    monkeypatch.setitem(datasets.SOURCES, "mnist", {"mirrors": ["http://127.0.0.1:9/nothing/", url], "sha256": sums})
+
+
+def test_download_checks_sha256_and_caches(tmp_path, monkeypatch, local_server):
+    served, url = local_server
+    fake_source(monkeypatch, served, url)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv(datasets.ENV_DATA_DIR, raising=False)
+    with pytest.raises(datasets.DataNotFoundError, match="allow the download"):
+        datasets.load_dataset("mnist", allow_download=False)
+    data = datasets.load_dataset("mnist")  # first mirror refuses, second serves
+    assert data.train_x.shape == (5, 784)
+    assert sorted(p.name for p in (tmp_path / "cache" / "gaitcircuit" / "mnist").iterdir()) == sorted(
+        datasets.SOURCES["mnist"]["sha256"])
+    for p in served.iterdir():
+        p.unlink()  # now only the cache can answer
+    assert datasets.load_dataset("mnist", allow_download=False).test_x.shape == (3, 784)
+
+
+def test_download_with_wrong_checksum_is_refused_and_not_kept(tmp_path, monkeypatch, local_server):
+    served, url = local_server
+    fake_source(monkeypatch, served, url, tamper="t10k-labels-idx1-ubyte.gz")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    with pytest.raises(datasets.DataNotFoundError, match="t10k-labels-idx1-ubyte.gz: SHA-256 [0-9a-f]+, expected 0+"):
+        datasets.load_dataset("mnist")
+    cache = tmp_path / "cache" / "gaitcircuit" / "mnist"
+    assert not (cache / "t10k-labels-idx1-ubyte.gz").exists()
+    assert not list(cache.glob("*.part"))
+
+
+def test_user_directory_option_environment_and_kmnist_npz(tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+    kdir = tmp_path / "kmnist"
+    kdir.mkdir()
+    for key, name in datasets.KMNIST_NPZ.items():
+        n = 4 if key.startswith("train") else 2
+        arr = rng.integers(0, 256, (n, 28, 28)) if key.endswith("images") else rng.integers(0, 10, n)
+        np.savez_compressed(kdir / name, arr_0=arr.astype(np.uint8))
+    assert datasets.load_dataset("kmnist", data_dir=tmp_path).train_x.shape == (4, 784)  # DIR/kmnist
+    monkeypatch.setenv(datasets.ENV_DATA_DIR, str(kdir))
+    assert datasets.load_dataset("kmnist", allow_download=False).test_y.shape == (2,)
+    (kdir / datasets.KMNIST_NPZ["test_labels"]).write_bytes(b"not a zip")
+    with pytest.raises(datasets.DataFormatError, match="kmnist-test-labels.npz: not an npz file"):
+        datasets.load_dataset("kmnist", allow_download=False)
+
+
+def test_debian_fashion_mnist_is_found_when_installed():
+    if not datasets.DEBIAN_FASHION_MNIST.exists():
+        pytest.skip("Debian package dataset-fashion-mnist not installed")
+    data = datasets.load_dataset("fashion_mnist", allow_download=False)
+    assert data.train_x.shape == (60000, 784) and data.test_x.shape == (10000, 784)

@@ -1,0 +1,266 @@
+"""Train a network with BP, TP, ITP or GAIT-prop (paper section 7-8) and record learning curves.
+
+Defaults follow the paper: batch 60, Adam (the published code's variant), quadratic loss
+on one-hot targets, orthogonal initialisation; per rule BP lr 1e-4 without regulariser,
+GAIT/ITP lr 1e-4 with regulariser 0.1 and gamma 1e-3, TP lr 1e-5 with regulariser 1000.
+Each epoch ends with an evaluation (a fixed 5000-sample training subset and the whole
+test set) and an atomic checkpoint; ``--resume`` continues a killed run and ends with
+results identical to an uninterrupted run.  Writes metrics.csv (tidy), summary.json and
+learning_curves.png.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+import models
+from analysis.plots import use_agg
+from models.training import evaluate, train_epoch
+
+from .common import DEFAULT_BLAS_THREADS, blas_threads, write_summary
+from .datasets import DATASETS, load_dataset
+
+DESCRIPTION = __doc__
+RULE_DEFAULTS = {"bp": {"lr": 1e-4, "regulariser": 0.0}, "gait": {"lr": 1e-4, "regulariser": 0.1},
+                 "itp": {"lr": 1e-4, "regulariser": 0.1}, "tp": {"lr": 1e-5, "regulariser": 1000.0}}
+EVAL_TRAIN_SAMPLES = 5000
+
+
+@dataclass
+class TrainConfig:
+    dataset: str = "fashion_mnist"
+    rule: str = "gait"
+    widths: list = field(default_factory=lambda: [784] * 6)
+    activation: str = "leaky_relu"
+    epochs: int = 5
+    batch: int = 60
+    lr: float | None = None
+    regulariser: float | None = None
+    gamma: float = 1e-3
+    loss: str = "quadratic"
+    seed: int = 0
+    init: str = "orthogonal"
+    adam: str = "published"
+    n_out: int = 10
+
+    def resolved(self) -> "TrainConfig":
+        """Fill lr and regulariser from the rule's paper defaults."""
+        d = RULE_DEFAULTS[self.rule]
+        return TrainConfig(**{**asdict(self), "lr": d["lr"] if self.lr is None else self.lr,
+                              "regulariser": d["regulariser"] if self.regulariser is None else self.regulariser})
+
+
+def add_arguments(parser):
+    parser.add_argument("--dataset", choices=DATASETS, default="fashion_mnist")
+    parser.add_argument("--data-dir", help="directory with the official files (also: $GAITCIRCUIT_DATA)")
+    parser.add_argument("--no-download", action="store_true", help="never download; fail if the data is missing")
+    parser.add_argument("--rule", choices=models.RULES, default="gait")
+    parser.add_argument("--hidden", type=int, default=4, help="hidden layers of a 784-wide network (default 4)")
+    parser.add_argument("--widths", help="explicit widths, e.g. 784,784,500,200,10 (overrides --hidden)")
+    parser.add_argument("--activation", choices=("leaky_relu", "linear"), default="leaky_relu")
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--batch", type=int, default=60)
+    parser.add_argument("--lr", type=float, help="learning rate (default: the rule's paper value)")
+    parser.add_argument("--regulariser", type=float, help="orthogonality regulariser lambda (default: per rule)")
+    parser.add_argument("--gamma", type=float, default=1e-3)
+    parser.add_argument("--loss", choices=models.LOSSES, default="quadratic")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--init", choices=("orthogonal", "xavier"), default="orthogonal")
+    parser.add_argument("--adam", choices=("published", "standard"), default="published")
+    parser.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    parser.add_argument("--stop-after-batches", type=int, help=argparse_suppress())
+
+
+def argparse_suppress():
+    import argparse
+
+    return argparse.SUPPRESS  # testing aid: simulate a killed run
+
+
+def config_from_args(args) -> TrainConfig:
+    if args.widths:
+        widths = [int(w) for w in args.widths.split(",")]
+    else:
+        widths = [784] * (args.hidden + 2)
+    cfg = TrainConfig(dataset=args.dataset, rule=args.rule, widths=widths, activation=args.activation,
+                      epochs=args.epochs, batch=args.batch, lr=args.lr, regulariser=args.regulariser,
+                      gamma=args.gamma, loss=args.loss, seed=args.seed, init=args.init, adam=args.adam)
+    if args.quick:
+        cfg.dataset, cfg.epochs = "embedded", min(cfg.epochs, 2)
+    return cfg.resolved()
+
+
+def run(args, out):
+    cfg = config_from_args(args)
+    data = load_dataset(cfg.dataset, args.data_dir, allow_download=not args.no_download)
+    result = train(cfg, data, out, resume=args.resume, stop_after_batches=args.stop_after_batches)
+    print(f"[train] peak test accuracy {result['peak_test_accuracy']:.4f}, final {result['final_test_accuracy']:.4f}")
+
+
+class ProgressBar:
+    def __init__(self, label: str):
+        self.label, self.start, self.last = label, time.perf_counter(), 0.0
+
+    def __call__(self, i, n, running_loss):
+        now = time.perf_counter()
+        if now - self.last < 0.5 and i + 1 < n:
+            return
+        self.last = now
+        done = (i + 1) / n
+        elapsed = now - self.start
+        bar = "#" * int(25 * done) + "." * (25 - int(25 * done))
+        print(f"\r[train] {self.label} |{bar}| {i + 1}/{n} batches {elapsed:5.1f} s, "
+              f"~{elapsed / done - elapsed:4.0f} s left, loss {running_loss:.4f}", end="", file=sys.stderr,
+              flush=True)
+
+
+def build(cfg: TrainConfig):
+    act = "identity" if cfg.activation == "linear" else "leaky_relu"
+    net = models.init_network(cfg.widths, cfg.init, seed=cfg.seed, activation=act, n_out=cfg.n_out)
+    opt = models.Adam.published(cfg.lr) if cfg.adam == "published" else models.Adam(lr=cfg.lr)
+    return net, opt
+
+
+def train(cfg: TrainConfig, data, out: Path, resume: bool = False, stop_after_batches: int | None = None,
+          update=None, label: str = "") -> dict:
+    """Train per ``cfg``; checkpoint every epoch in ``out``; return the summary dict."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    net, opt = build(cfg)
+    history, first_epoch, times = [], 1, []
+    ckpt = out / "checkpoint.npz"
+    if resume and ckpt.exists():
+        first_epoch, history, times = load_checkpoint(ckpt, cfg, net, opt)
+        print(f"[train] resuming after epoch {first_epoch - 1} from {ckpt}", file=sys.stderr)
+    eval_idx = np.random.default_rng([cfg.seed, 10**6]).choice(len(data.train_y), min(EVAL_TRAIN_SAMPLES,
+                                                                                     len(data.train_y)), replace=False)
+    batches_per_epoch = len(data.train_y) // cfg.batch
+    if not history:
+        history += evaluation_rows(net, cfg, data, eval_idx, epoch=0, step=0)
+    for epoch in range(first_epoch, cfg.epochs + 1):
+        bar = ProgressBar(f"{label}epoch {epoch}/{cfg.epochs}")
+        hook = bar
+        if stop_after_batches is not None:
+            def hook(i, n, loss, bar=bar):
+                bar(i, n, loss)
+                if i + 1 >= stop_after_batches:
+                    print("\n[train] stopping as asked (--stop-after-batches)", file=sys.stderr)
+                    sys.exit(3)
+        t0 = time.perf_counter()
+        with blas_threads(DEFAULT_BLAS_THREADS):
+            stats = train_epoch(net, opt, data.train_x, data.train_y, rule=cfg.rule, seed=cfg.seed, epoch=epoch,
+                                batch=cfg.batch, gamma=cfg.gamma, regularizer=cfg.regulariser, loss=cfg.loss,
+                                update=update, on_batch=hook)
+            t1 = time.perf_counter()
+            rows = evaluation_rows(net, cfg, data, eval_idx, epoch=epoch, step=epoch * batches_per_epoch)
+            t2 = time.perf_counter()
+        rows += [{"epoch": epoch, "step": epoch * batches_per_epoch, "split": "train_running", "metric": k[8:],
+                  "value": v} for k, v in stats.items()]
+        history += rows
+        times.append({"epoch": epoch, "train_seconds": t1 - t0, "eval_seconds": t2 - t1})
+        test_acc = next(r["value"] for r in rows if r["split"] == "test" and r["metric"] == "accuracy")
+        print(f"\r[train] {label}epoch {epoch}/{cfg.epochs}: {t1 - t0:.1f} s training "
+              f"({batches_per_epoch / (t1 - t0):.1f} batches/s), evaluation {t2 - t1:.1f} s "
+              f"({100 * (t2 - t1) / (t1 - t0):.1f}%), test accuracy {test_acc:.4f}" + " " * 20, file=sys.stderr)
+        save_checkpoint(ckpt, cfg, net, opt, epoch, history, times)
+        write_csv(out / "metrics.csv", history)
+    return summarise(cfg, history, times, out)
+
+
+def evaluation_rows(net, cfg, data, eval_idx, epoch, step):
+    rows = []
+    for split, (x, y) in {"train": (data.train_x[eval_idx], data.train_y[eval_idx]),
+                          "test": (data.test_x, data.test_y)}.items():
+        loss, acc = evaluate(net, x, y, cfg.loss)
+        rows += [{"epoch": epoch, "step": step, "split": split, "metric": "loss", "value": loss},
+                 {"epoch": epoch, "step": step, "split": split, "metric": "accuracy", "value": acc}]
+    return rows
+
+
+def save_checkpoint(path: Path, cfg, net, opt, epoch, history, times):
+    arrays = {f"w{i}": w for i, w in enumerate(net.weights)}
+    arrays.update({f"b{i}": b for i, b in enumerate(net.biases)})
+    arrays.update({f"m{i}": m for i, m in enumerate(opt.m)})
+    arrays.update({f"v{i}": v for i, v in enumerate(opt.v)})
+    meta = {"config": asdict(cfg), "epoch": epoch, "adam_steps": opt.step_count, "history": history,
+            "times": times}
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        np.savez(fh, meta=np.array(json.dumps(meta)), **arrays)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, cfg, net, opt):
+    with np.load(path) as data:
+        meta = json.loads(str(data["meta"]))
+        saved = {k: v for k, v in meta["config"].items() if k != "epochs"}
+        wanted = {k: v for k, v in asdict(cfg).items() if k != "epochs"}
+        if saved != wanted:
+            diff = {k: (saved.get(k), wanted.get(k)) for k in wanted if saved.get(k) != wanted.get(k)}
+            raise ValueError(f"--resume: the checkpoint {path} was made with another configuration "
+                             f"(saved vs now: {diff}); use another --out or the same settings")
+        L = len(net.weights)
+        for i in range(L):
+            net.weights[i][...] = data[f"w{i}"]
+            net.biases[i][...] = data[f"b{i}"]
+        opt.m = [data[f"m{i}"].copy() for i in range(2 * L)]
+        opt.v = [data[f"v{i}"].copy() for i in range(2 * L)]
+        opt.step_count = meta["adam_steps"]
+    return meta["epoch"] + 1, meta["history"], meta["times"]
+
+
+def write_csv(path: Path, history):
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["epoch", "step", "split", "metric", "value"])
+        writer.writeheader()
+        writer.writerows(history)
+    os.replace(tmp, path)
+
+
+def summarise(cfg, history, times, out) -> dict:
+    def series(split, metric):
+        return [(r["epoch"], r["value"]) for r in history if r["split"] == split and r["metric"] == metric]
+
+    test_acc = series("test", "accuracy")
+    train_acc = series("train", "accuracy")
+    train_s = sum(t["train_seconds"] for t in times)
+    eval_s = sum(t["eval_seconds"] for t in times)
+    result = {
+        "peak_test_accuracy": max(v for e, v in test_acc if e > 0) if len(test_acc) > 1 else float("nan"),
+        "final_test_accuracy": test_acc[-1][1],
+        "peak_train_accuracy": max(v for e, v in train_acc if e > 0) if len(train_acc) > 1 else float("nan"),
+        "final_train_accuracy": train_acc[-1][1],
+        "seconds_per_epoch": train_s / max(len(times), 1),
+        "evaluation_overhead": eval_s / train_s if train_s else float("nan"),
+    }
+    plot_curves(history, out, cfg)
+    write_summary(out, "train", asdict(cfg), rows=history, epoch_times=times, **result)
+    return result
+
+
+def plot_curves(history, out, cfg):
+    plt = use_agg()
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    for ax, metric in zip(axes, ("loss", "accuracy")):
+        for split in ("train", "test", "train_running"):
+            pts = [(r["epoch"], r["value"]) for r in history if r["split"] == split and r["metric"] == metric]
+            if pts:
+                ax.plot(*zip(*pts), marker="o", ms=3, label=split, ls=":" if split == "train_running" else "-")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"{cfg.rule.upper()} on {cfg.dataset}, widths {cfg.widths}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out / "learning_curves.png", dpi=100)
+    plt.close(fig)

@@ -1,0 +1,68 @@
+"""Training: a run learns, writes its records, and a killed run resumes to identical results."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from experiments import datasets
+from experiments.demo import shrink
+from experiments.train import TrainConfig, train
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    data = datasets.load_embedded()
+    return datasets.Dataset("tiny", shrink(data.train_x[:600]), data.train_y[:600],
+                            shrink(data.test_x[:200]), data.test_y[:200])
+
+
+def tiny_config(**kw):
+    return TrainConfig(**{"dataset": "tiny", "rule": "gait", "widths": [49, 49, 49, 10], "epochs": 2,
+                          "lr": 1e-3, "regulariser": 0.1, "seed": 3, **kw})
+
+
+@pytest.mark.parametrize("rule", ["bp", "tp", "itp", "gait"])
+def test_training_learns_and_writes_records(tiny, tmp_path, rule):
+    result = train(tiny_config(rule=rule, regulariser=0.0 if rule == "bp" else 0.1), tiny, tmp_path)
+    rows = list(csv.DictReader(open(tmp_path / "metrics.csv")))
+    assert {r["split"] for r in rows} == {"train", "test", "train_running"}
+    initial = float(next(r["value"] for r in rows if r["epoch"] == "0" and r["split"] == "test"
+                         and r["metric"] == "accuracy"))
+    # BP and GAIT learn fast even here; TP learns little in non-linear networks, as the paper
+    # reports, but must move off chance.  ITP's updates are nearly orthogonal to BP's in
+    # non-linear networks (see the alignment experiment), so only its records are checked.
+    if rule != "itp":
+        assert result["peak_test_accuracy"] > initial + (0.2 if rule in ("bp", "gait") else 0.05)
+    assert np.isfinite(result["final_test_accuracy"])
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["config"]["rule"] == rule and summary["provenance"]["git_commit"] is not None
+    assert (tmp_path / "learning_curves.png").exists() and (tmp_path / "checkpoint.npz").exists()
+
+
+def test_resume_after_kill_is_bit_identical(tiny, tmp_path):
+    full = tmp_path / "full"
+    killed = tmp_path / "killed"
+    cfg = tiny_config(epochs=3)
+    train(cfg, tiny, full)
+    with pytest.raises(SystemExit):
+        train(cfg, tiny, killed, stop_after_batches=4)          # dies in epoch 1: no checkpoint yet
+    assert not (killed / "checkpoint.npz").exists()
+    train(tiny_config(epochs=2), tiny, killed, resume=True)     # runs epochs 1-2, checkpoints
+    with pytest.raises(SystemExit):
+        train(cfg, tiny, killed, resume=True, stop_after_batches=3)  # dies in epoch 3
+    train(cfg, tiny, killed, resume=True)                       # finishes epoch 3
+    a, b = np.load(full / "checkpoint.npz"), np.load(killed / "checkpoint.npz")
+    for key in a.files:
+        if key != "meta":
+            assert np.array_equal(a[key], b[key]), key
+    ra = [r for r in csv.DictReader(open(full / "metrics.csv"))]
+    rb = [r for r in csv.DictReader(open(killed / "metrics.csv"))]
+    assert ra == rb
+
+
+def test_resume_refuses_a_different_configuration(tiny, tmp_path):
+    train(tiny_config(epochs=1), tiny, tmp_path)
+    with pytest.raises(ValueError, match="another configuration.*'lr'"):
+        train(tiny_config(epochs=2, lr=5e-4), tiny, tmp_path, resume=True)
