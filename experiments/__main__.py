@@ -14,6 +14,8 @@ EXPERIMENTS = {
     "demo": "the main job: a small circuit settles (free and nudged phases) and learns like GAIT-prop and BP",
     "equilibrium": "the circuit's steady-state targets and updates against the discrete reference, over gamma",
     "train": "train a network with BP, TP, ITP or GAIT-prop on MNIST, Fashion-MNIST or KMNIST",
+    "fig2": "Fig. 2: BP, TP, GAIT accuracy against depth, across datasets, and in a linear network",
+    "fig3": "Fig. 3: full-width against reduced-width networks with auxiliary units",
     "alignment": "Fig. 1 (right): TP/ITP/GAIT updates against BP in an untrained 784-wide network",
     "bench": "per-batch time of training steps (BP, TP, GAIT; with/without regulariser) and GFLOP/s",
 }

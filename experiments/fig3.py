@@ -1,0 +1,37 @@
+"""Fig. 3 of the paper: full-width against reduced-width networks with auxiliary units.
+
+Full width: 784 units in each of 3 hidden layers (10 task outputs, 774 auxiliary
+outputs); reduced width: 784, 784, 500, 200, 10 (auxiliary units in every layer).  BP,
+TP and GAIT-prop across datasets; peak accuracy, mean and standard deviation over seeds.
+"""
+
+from __future__ import annotations
+
+from analysis.plots import use_agg
+
+from .common import write_summary
+from .grid import add_grid_arguments, bar_plot, print_table, run_grid, table
+
+DESCRIPTION = __doc__
+
+
+def add_arguments(parser):
+    add_grid_arguments(parser, "fashion_mnist,mnist,kmnist")
+
+
+def run(args, out):
+    datasets = ["embedded"] if args.quick else [d.strip() for d in args.datasets.split(",")]
+    rules = [r.strip() for r in args.rules.split(",")]
+    seeds = range(1 if args.quick else args.seeds)
+    cells = [(arch, d, arch, r, s) for arch in ("sq3", "var") for d in datasets for r in rules for s in seeds]
+    rows = run_grid(args, cells, "fig3")
+    summary = table(rows)
+    print_table(summary)
+    plt = use_agg()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    bar_plot(axes[0], [s for s in summary if s["arch"] == "sq3"], "dataset", rules, "full width (3 hidden, 784)")
+    bar_plot(axes[1], [s for s in summary if s["arch"] == "var"], "dataset", rules, "reduced width 784-784-500-200-10")
+    fig.tight_layout()
+    fig.savefig(out / "fig3.png", dpi=110)
+    plt.close(fig)
+    write_summary(out, "fig3", vars(args), rows=rows, table=summary)

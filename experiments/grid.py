@@ -1,0 +1,103 @@
+"""Grids of training runs shared by fig2 and fig3: run (or reuse) each, then tabulate.
+
+Every run lives in ``RUNS/<dataset>-<rule>-<arch>-s<seed>`` and is resumed from its
+checkpoint, so a grid that was interrupted, or that overlaps an earlier one, only trains
+what is missing.  ``arch`` is "sq<H>" (784 wide, H hidden layers, leaky ReLU), "lin<H>"
+(the same, linear) or "var" (widths 784, 784, 500, 200, 10).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .common import Progress
+from .datasets import Dataset, load_dataset
+from .train import TrainConfig, train
+
+VARIABLE_WIDTHS = [784, 784, 500, 200, 10]
+
+
+def arch_config(arch: str, rule: str, dataset: str, seed: int, epochs: int) -> TrainConfig:
+    if arch == "var":
+        widths, activation, reg = VARIABLE_WIDTHS, "leaky_relu", None
+    elif arch.startswith("sq"):
+        widths, activation, reg = [784] * (int(arch[2:]) + 2), "leaky_relu", None
+    elif arch.startswith("lin"):
+        widths, activation, reg = [784] * (int(arch[3:]) + 2), "linear", 0.0  # Fig. 2C: no regulariser
+    else:
+        raise ValueError(f"arch: expected 'sq<H>', 'lin<H>' or 'var', got {arch!r}")
+    return TrainConfig(dataset=dataset, rule=rule, widths=widths, activation=activation, regulariser=reg,
+                       seed=seed, epochs=epochs).resolved()
+
+
+def add_grid_arguments(parser, datasets_default: str):
+    parser.add_argument("--datasets", default=datasets_default, help="comma-separated (default %(default)s)")
+    parser.add_argument("--rules", default="bp,tp,gait")
+    parser.add_argument("--seeds", type=int, default=2, help="seeds 0..N-1 (default 2; the paper used 5)")
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--runs", default="results/runs", help="directory of the individual runs (shared)")
+    parser.add_argument("--data-dir")
+    parser.add_argument("--no-download", action="store_true")
+
+
+def run_grid(args, cells: list, name: str) -> list:
+    """Train every (panel, dataset, arch, rule, seed) cell; return one row per run."""
+    from pathlib import Path
+
+    quick = args.quick
+    cache = {}
+    rows = []
+    progress = Progress(name, len(cells))
+    for panel, dataset, arch, rule, seed in cells:
+        if dataset not in cache:
+            data = load_dataset(dataset, args.data_dir, allow_download=not args.no_download)
+            if quick:  # a few batches of the embedded subset
+                data = Dataset(data.name, data.train_x[:180], data.train_y[:180], data.test_x[:200], data.test_y[:200])
+            cache[dataset] = data
+        cfg = arch_config(arch, rule, dataset, seed, 1 if quick else args.epochs)
+        run_dir = Path(args.runs) / f"{dataset}-{rule}-{arch}-s{seed}" if not quick else \
+            Path(args.out) / "runs" / f"{dataset}-{rule}-{arch}-s{seed}"
+        result = train(cfg, cache[dataset], run_dir, resume=True, label=f"{dataset} {rule} {arch} s{seed} ")
+        rows.append({"panel": panel, "dataset": dataset, "arch": arch, "rule": rule, "seed": seed,
+                     "epochs": cfg.epochs, "run": str(run_dir), **result})
+        progress.step(f"{dataset} {rule} {arch} seed {seed}")
+    return rows
+
+
+def table(rows: list, keys=("panel", "dataset", "arch", "rule")) -> list:
+    """Mean and standard deviation over seeds of peak test and train accuracy."""
+    groups = {}
+    for r in rows:
+        groups.setdefault(tuple(r[k] for k in keys), []).append(r)
+    out = []
+    for key, runs in groups.items():
+        test = np.array([r["peak_test_accuracy"] for r in runs])
+        train_acc = np.array([r["peak_train_accuracy"] for r in runs])
+        out.append({**dict(zip(keys, key)), "seeds": len(runs), "test_mean": float(test.mean()),
+                    "test_std": float(test.std(ddof=1)) if len(runs) > 1 else 0.0,
+                    "train_mean": float(train_acc.mean()),
+                    "train_std": float(train_acc.std(ddof=1)) if len(runs) > 1 else 0.0})
+    return out
+
+
+def print_table(summary: list) -> None:
+    print(f"\n{'panel':<6}{'dataset':<15}{'arch':<6}{'rule':<6}{'seeds':>6}{'peak test %':>16}{'peak train %':>16}")
+    for s in summary:
+        print(f"{s['panel']:<6}{s['dataset']:<15}{s['arch']:<6}{s['rule']:<6}{s['seeds']:>6}"
+              f"{100 * s['test_mean']:>10.2f} +- {100 * s['test_std']:<4.2f}"
+              f"{100 * s['train_mean']:>10.2f} +- {100 * s['train_std']:<4.2f}")
+
+
+def bar_plot(ax, summary, group_key: str, rules, title: str):
+    groups = sorted({s[group_key] for s in summary}, key=str)
+    width = 0.8 / max(len(rules), 1)
+    for k, rule in enumerate(rules):
+        vals = [next((s for s in summary if s[group_key] == g and s["rule"] == rule), None) for g in groups]
+        xs = np.arange(len(groups)) + k * width
+        ax.bar(xs, [100 * v["test_mean"] if v else 0 for v in vals], width,
+               yerr=[100 * v["test_std"] if v else 0 for v in vals], label=rule.upper(), capsize=3)
+    ax.set_xticks(np.arange(len(groups)) + width * (len(rules) - 1) / 2)
+    ax.set_xticklabels([str(g) for g in groups])
+    ax.set_ylabel("peak test accuracy (%)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
