@@ -50,6 +50,7 @@ class TrainConfig:
     init: str = "orthogonal"
     adam: str = "published"
     n_out: int = 10
+    engine: str = "discrete"
 
     def resolved(self) -> "TrainConfig":
         """Fill lr and regulariser from the rule's paper defaults."""
@@ -75,6 +76,9 @@ def add_arguments(parser):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--init", choices=("orthogonal", "xavier"), default="orthogonal")
     parser.add_argument("--adam", choices=("published", "standard"), default="published")
+    parser.add_argument("--engine", choices=("discrete", "circuit"), default="discrete",
+                        help="circuit: every update comes from the fast circuit engine's steady state and local "
+                             "rule (rule gait or itp: the coupling mode; gamma: the coupling)")
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     parser.add_argument("--stop-after-batches", type=int, help=argparse_suppress())
 
@@ -92,16 +96,32 @@ def config_from_args(args) -> TrainConfig:
         widths = [784] * (args.hidden + 2)
     cfg = TrainConfig(dataset=args.dataset, rule=args.rule, widths=widths, activation=args.activation,
                       epochs=args.epochs, batch=args.batch, lr=args.lr, regulariser=args.regulariser,
-                      gamma=args.gamma, loss=args.loss, seed=args.seed, init=args.init, adam=args.adam)
+                      gamma=args.gamma, loss=args.loss, seed=args.seed, init=args.init, adam=args.adam,
+                      engine=args.engine)
     if args.quick:
         cfg.dataset, cfg.epochs = "embedded", min(cfg.epochs, 2)
     return cfg.resolved()
 
 
+def circuit_update(cfg: TrainConfig):
+    """An update hook for :func:`models.training.train_epoch`: the circuit's local rule at steady state."""
+    import circuit
+
+    if cfg.rule not in circuit.MODES:
+        raise ValueError(f"--engine circuit: expected --rule gait or itp (the coupling mode), got {cfg.rule!r}")
+
+    def update(net, x, target, fwd):
+        engine = circuit.FastEngine(circuit.build_circuit(net, cfg.gamma, cfg.rule))
+        return engine.plasticity(engine.settle_nudged(x, target), x)
+
+    return update
+
+
 def run(args, out):
     cfg = config_from_args(args)
     data = load_dataset(cfg.dataset, args.data_dir, allow_download=not args.no_download)
-    result = train(cfg, data, out, resume=args.resume, stop_after_batches=args.stop_after_batches)
+    update = circuit_update(cfg) if cfg.engine == "circuit" else None
+    result = train(cfg, data, out, resume=args.resume, stop_after_batches=args.stop_after_batches, update=update)
     print(f"[train] peak test accuracy {result['peak_test_accuracy']:.4f}, final {result['final_test_accuracy']:.4f}")
 
 

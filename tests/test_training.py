@@ -66,3 +66,14 @@ def test_resume_refuses_a_different_configuration(tiny, tmp_path):
     train(tiny_config(epochs=1), tiny, tmp_path)
     with pytest.raises(ValueError, match="another configuration.*'lr'"):
         train(tiny_config(epochs=2, lr=5e-4), tiny, tmp_path, resume=True)
+
+
+def test_circuit_engine_training_follows_discrete_gait(tiny, tmp_path):
+    """Updates from the circuit's steady state train like discrete GAIT-prop (O(gamma) apart)."""
+    from experiments.train import circuit_update
+
+    cfg = tiny_config(epochs=1, gamma=1e-4)
+    discrete = train(cfg, tiny, tmp_path / "discrete")
+    circ_cfg = tiny_config(epochs=1, gamma=1e-4, engine="circuit")
+    circuit_result = train(circ_cfg, tiny, tmp_path / "circuit", update=circuit_update(circ_cfg))
+    assert abs(circuit_result["final_test_accuracy"] - discrete["final_test_accuracy"]) <= 0.02
