@@ -28,6 +28,7 @@ import numpy as np
 
 import models
 from models.network import check_array
+from models.rules import per_layer
 
 __all__ = ["MODES", "CircuitSpec", "CircuitError", "DivergenceError", "ConvergenceError", "build_circuit"]
 
@@ -115,11 +116,7 @@ def build_circuit(network: models.Network, gamma=1e-3, mode: str = "gait", tau: 
     if mode not in MODES:
         raise ValueError(f"mode: expected one of {MODES}, got {mode!r}")
     L = network.depth
-    g = np.asarray(gamma, dtype=float)
-    if g.ndim == 0:
-        g = np.full(L, float(g))
-    if g.shape != (L,):
-        raise ValueError(f"gamma: expected a number or {L} per-layer couplings (layers 1..{L}), got shape {g.shape}")
+    g = per_layer(gamma, L)
     if not np.all(np.isfinite(g) & (g >= 0) & (g < 1)):
         raise ValueError(f"gamma: expected couplings in [0, 1) (k = 1 would cut the forward drive), got {g.tolist()}")
     tau = float(tau)

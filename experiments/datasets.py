@@ -129,6 +129,13 @@ def read_idx(path) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
 
 
+def _from_arrays(name: str, arrays: dict, where) -> Dataset:
+    """A Dataset from the four raw arrays (train/test images/labels), validated."""
+    tx, ty = _images_labels(arrays["train_images"], arrays["train_labels"], f"{where} (train)")
+    vx, vy = _images_labels(arrays["test_images"], arrays["test_labels"], f"{where} (test)")
+    return Dataset(name, tx, ty, vx, vy)
+
+
 def _images_labels(images: np.ndarray, labels: np.ndarray, where: str):
     if images.ndim != 3 or images.shape[1:] != (28, 28):
         raise DataFormatError(f"{where}: expected images of shape (n, 28, 28), got {images.shape}")
@@ -153,9 +160,7 @@ def load_idx_dataset(directory, name: str = "dataset") -> Dataset:
         else:
             raise FileNotFoundError(f"{directory}: missing {stem}.gz (or {stem}); expected the four "
                                     f"official IDX files {sorted(IDX_FILES.values())}")
-    tx, ty = _images_labels(arrays["train_images"], arrays["train_labels"], f"{directory} (train)")
-    vx, vy = _images_labels(arrays["test_images"], arrays["test_labels"], f"{directory} (test)")
-    return Dataset(name, tx, ty, vx, vy)
+    return _from_arrays(name, arrays, directory)
 
 
 def load_npz_dataset(directory, name: str = "kmnist") -> Dataset:
@@ -171,9 +176,7 @@ def load_npz_dataset(directory, name: str = "kmnist") -> Dataset:
                 arrays[key] = data["arr_0"]
         except (OSError, ValueError, KeyError) as err:
             raise DataFormatError(f"{path}: not an npz file with an 'arr_0' array ({err})") from None
-    tx, ty = _images_labels(arrays["train_images"], arrays["train_labels"], f"{directory} (train)")
-    vx, vy = _images_labels(arrays["test_images"], arrays["test_labels"], f"{directory} (test)")
-    return Dataset(name, tx, ty, vx, vy)
+    return _from_arrays(name, arrays, directory)
 
 
 def _load_directory(directory: Path, name: str) -> Dataset | None:
@@ -266,9 +269,7 @@ def load_dataset(name: str, data_dir=None, allow_download: bool = True) -> Datas
 def load_embedded() -> Dataset:
     """The embedded Fashion-MNIST subset (3000 train, 1000 test images)."""
     with np.load(EMBEDDED) as data:
-        tx, ty = _images_labels(data["train_images"], data["train_labels"], str(EMBEDDED))
-        vx, vy = _images_labels(data["test_images"], data["test_labels"], str(EMBEDDED))
-    return Dataset("fashion_mnist_subset", tx, ty, vx, vy)
+        return _from_arrays("fashion_mnist_subset", {k: data[k] for k in data.files}, EMBEDDED)
 
 
 def write_embedded_subset(source=DEBIAN_FASHION_MNIST, n_train: int = 3000, n_test: int = 1000) -> Path:

@@ -40,18 +40,24 @@ __all__ = ["RULES", "Targets", "layer_gammas", "compute_targets", "error_signals
 RULES = ("bp", "tp", "itp", "gait")
 
 
-def layer_gammas(gamma, depth: int) -> np.ndarray:
-    """Per-layer increments gamma_1..gamma_L from a scalar or a sequence of length L.
-
-    gamma_l is the increment applied at layer l: the discrete rules use gamma_2..gamma_L
-    (layer 1's target is never propagated further down); the circuit uses all of them.
-    """
+def per_layer(gamma, depth: int) -> np.ndarray:
+    """gamma_1..gamma_L as a float array from a number or a sequence of L values (shape checked only)."""
     g = np.asarray(gamma, dtype=float)
     if g.ndim == 0:
         g = np.full(depth, float(g))
     if g.shape != (depth,):
         raise ValueError(f"gamma: expected a number or a sequence of {depth} per-layer values "
                          f"(layers 1..{depth}), got shape {g.shape}")
+    return g
+
+
+def layer_gammas(gamma, depth: int) -> np.ndarray:
+    """Per-layer increments gamma_1..gamma_L of the discrete rules, each in (0, 1].
+
+    gamma_l is the increment applied at layer l: the discrete rules use gamma_2..gamma_L
+    (layer 1's target is never propagated further down); the circuit uses all of them.
+    """
+    g = per_layer(gamma, depth)
     if not np.all((g > 0) & (g <= 1)):
         raise ValueError(f"gamma: expected values in (0, 1], got {g.tolist()}")
     return g

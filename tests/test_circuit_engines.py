@@ -98,7 +98,7 @@ def test_couplings_outside_unit_interval_are_refused(gamma):
     net, _ = small_circuit()
     with pytest.raises(ValueError, match=r"gamma: expected couplings in \[0, 1\)"):
         circuit.build_circuit(net, gamma)
-    with pytest.raises(ValueError, match="gamma: expected a number or 3 per-layer couplings"):
+    with pytest.raises(ValueError, match="gamma: expected a number or a sequence of 3 per-layer values"):
         circuit.build_circuit(net, [1e-2, 1e-2])
     with pytest.raises(ValueError, match="mode: expected one of"):
         circuit.build_circuit(net, 1e-2, mode="tp")
