@@ -28,8 +28,9 @@ import numpy as np
 import models
 
 from .plasticity import updates_from_errors
-from .results import SteadyState, Trajectory
-from .spec import CircuitSpec, check_batch
+from .results import SteadyState, Trajectory, divergence_message, finish
+from .spec import CircuitSpec, DivergenceError, check_batch
+from .stability import largest_real_eigenvalue
 
 __all__ = ["Brian2Engine", "equations", "activation_expressions", "summed_synapses_network"]
 
@@ -154,8 +155,6 @@ class Brian2Engine:
     def _settle(self, x, target, initial, k, y, phase, on_failure, rtol, relative_to_deviation=True):
         import brian2 as b2
 
-        from .fast import _finish
-
         batch = x.shape[0]
         network, groups, views, coupling = self._build(x, target, initial, k)
         elapsed = 0.0
@@ -166,11 +165,7 @@ class Brian2Engine:
             coupling()  # drives at the current rates
             res = self._residual(views, k, y if relative_to_deviation else None, batch)
             if not np.all(np.isfinite(views[-1][0])):
-                from .fast import _divergence_message
-                from .spec import DivergenceError
-                from .stability import largest_real_eigenvalue
-
-                raise DivergenceError(f"{phase}: " + _divergence_message(self.spec, largest_real_eigenvalue(
+                raise DivergenceError(f"{phase}: " + divergence_message(self.spec, largest_real_eigenvalue(
                     self.spec, x)))
             if np.all(res <= rtol):
                 break
@@ -178,7 +173,7 @@ class Brian2Engine:
         state = SteadyState(rates=rates, deviations=[r - yy for r, yy in zip(rates, y[1:])],
                             converged=res <= rtol, residual=res, time=elapsed, target=target,
                             engine=self.name, precise_deviations=False)
-        return _finish(state, on_failure, phase, rtol, hint=(
+        return finish(state, on_failure, phase, rtol, hint=(
             f"this engine works in absolute rates, whose rounding (~1e-16 |r|) stops residuals of layers whose "
             f"deviation is near 1e-16 of the rates (e.g. gamma^(L-l+1) with gamma = {np.min(self.spec.gamma):g}); "
             "use a larger gamma, a looser rtol, or the fast engine (deviation coordinates)"))
@@ -260,8 +255,6 @@ class Brian2Engine:
         return updates_from_errors(spec, errors, presynaptic)
 
     def stability(self, x, state: SteadyState | None = None) -> np.ndarray:
-        from .stability import largest_real_eigenvalue
-
         x, _ = check_batch(self.spec, x)
         return largest_real_eigenvalue(self.spec, x, None if state is None else state.rates)
 

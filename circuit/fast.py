@@ -31,7 +31,7 @@ from scipy.integrate import solve_ivp
 from models.network import lu_checked
 
 from .plasticity import updates_from_errors
-from .results import SteadyState, Trajectory
+from .results import SteadyState, Trajectory, divergence_message, finish
 from .spec import CircuitSpec, ConvergenceError, DivergenceError, check_batch
 from .stability import largest_real_eigenvalue
 
@@ -170,7 +170,7 @@ class FastEngine:
         converged = res <= tol
         state = SteadyState(rates=r[1:], deviations=[a - b for a, b in zip(r[1:], p.y[1:])],
                             converged=converged, residual=res, engine=self.name, precise_deviations=False)
-        return _finish(state, on_failure, "free phase", tol)
+        return finish(state, on_failure, "free phase", tol)
 
     def settle_nudged(self, x, target, *, rtol: float | None = None, on_failure: str = "raise") -> SteadyState:
         """Nudged phase: input clamped, output nudged toward ``target`` (batch, n_L)."""
@@ -195,7 +195,7 @@ class FastEngine:
                 if blew_up:
                     raise DivergenceError(
                         f"nudged phase: the rates grew by more than 1e12 within {settle_time:g} tau; "
-                        + _divergence_message(self.spec, largest_real_eigenvalue(
+                        + divergence_message(self.spec, largest_real_eigenvalue(
                             self.spec, x, [y + zi / s for y, zi, s in zip(p.y[1:], z, self.scales)])))
                 res = self._map(p, z, target, gauss_seidel=False)[1].max(axis=1)
                 break
@@ -210,7 +210,7 @@ class FastEngine:
                 f"largest real eigenvalue of the linearised circuit is {np.max(lam):+.3g}/tau: "
                 + ("unstable there, so the rates keep moving; use a smaller coupling gamma"
                    if np.max(lam) >= 0 else "use on_failure='mask' to keep the converged samples"), res)
-        return _finish(state, on_failure, "nudged phase", rtol)
+        return finish(state, on_failure, "nudged phase", rtol)
 
     def _state(self, p, z, res, converged, target, time=float("nan")) -> SteadyState:
         dev = [zi / s for zi, s in zip(z, self.scales)]
@@ -371,23 +371,4 @@ def _unflatten(flat, shapes, sizes):
 def _check_finite(res, phase, engine, x):
     if np.any(np.isnan(res)):
         raise DivergenceError(f"{phase}: the iteration produced non-finite rates; "
-                              + _divergence_message(engine.spec, largest_real_eigenvalue(engine.spec, x)))
-
-
-def _divergence_message(spec, lam):
-    return (f"the linearised circuit is unstable: largest real eigenvalue {np.max(lam):+.3g}/tau "
-            f"(needs < 0) with gamma = {spec.gamma.tolist()} in {spec.mode!r} mode; use a smaller coupling "
-            "gamma, or 'gait' mode (k = gamma f'^2 tames the 1/f' gain of the inverse)")
-
-
-def _finish(state: SteadyState, on_failure: str, phase: str, tol: float,
-            hint: str = "raise max_sweeps, loosen the tolerance") -> SteadyState:
-    if on_failure not in ("raise", "mask"):
-        raise ValueError(f"on_failure: expected 'raise' or 'mask', got {on_failure!r}")
-    if on_failure == "raise" and not np.all(state.converged):
-        bad = np.flatnonzero(~state.converged)
-        raise ConvergenceError(
-            f"{phase}: {bad.size} of {state.converged.size} samples did not converge to relative residual "
-            f"{tol:g} (worst {np.max(state.residual):.2e}, samples {bad[:10].tolist()}); {hint}, "
-            "or pass on_failure='mask' to get the converged mask", state.residual)
-    return state
+                              + divergence_message(engine.spec, largest_real_eigenvalue(engine.spec, x)))

@@ -6,7 +6,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["SteadyState", "Trajectory"]
+from .spec import ConvergenceError
+
+__all__ = ["SteadyState", "Trajectory", "divergence_message", "finish"]
 
 
 @dataclass
@@ -58,3 +60,24 @@ class Trajectory:
     somatic: list
     basal: list
     engine: str = ""
+
+
+def divergence_message(spec, lam) -> str:
+    """The advice attached to a DivergenceError: the eigenvalue and a smaller coupling."""
+    return (f"the linearised circuit is unstable: largest real eigenvalue {np.max(lam):+.3g}/tau "
+            f"(needs < 0) with gamma = {spec.gamma.tolist()} in {spec.mode!r} mode; use a smaller coupling "
+            "gamma, or 'gait' mode (k = gamma f'^2 tames the 1/f' gain of the inverse)")
+
+
+def finish(state: SteadyState, on_failure: str, phase: str, tol: float,
+           hint: str = "raise max_sweeps, loosen the tolerance") -> SteadyState:
+    """Return ``state``, or raise ConvergenceError naming the unconverged samples (on_failure="raise")."""
+    if on_failure not in ("raise", "mask"):
+        raise ValueError(f"on_failure: expected 'raise' or 'mask', got {on_failure!r}")
+    if on_failure == "raise" and not np.all(state.converged):
+        bad = np.flatnonzero(~state.converged)
+        raise ConvergenceError(
+            f"{phase}: {bad.size} of {state.converged.size} samples did not converge to relative residual "
+            f"{tol:g} (worst {np.max(state.residual):.2e}, samples {bad[:10].tolist()}); {hint}, "
+            "or pass on_failure='mask' to get the converged mask", state.residual)
+    return state
