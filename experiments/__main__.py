@@ -11,7 +11,7 @@ from .common import prepare_out, tune_allocator
 
 #: name -> module under experiments/; each module has DESCRIPTION, add_arguments(parser), run(args, out).
 EXPERIMENTS = {
-    "demo": "the main job: a small circuit settles (free and nudged phases) and learns like GAIT-prop and BP",
+    "demo": "the main job: a small circuit settles (free, nudged) and its local rule gives the GAIT-prop update",
     "equilibrium": "the circuit's steady-state targets and updates against the discrete reference, over gamma",
     "train": "train a network with BP, TP, ITP or GAIT-prop on MNIST, Fashion-MNIST or KMNIST",
     "fig2": "Fig. 2: BP, TP, GAIT accuracy against depth, across datasets, and in a linear network",
