@@ -254,6 +254,10 @@ class Brian2Engine:
             errors.append(scales[i] * e)
         return updates_from_errors(spec, errors, presynaptic)
 
+    def drift(self, x, rates, target=None):
+        raise NotImplementedError("brian2 engine: drift (the vector field at given rates) is offered by the fast "
+                                  "engine only; use circuit.make_engine(spec, 'fast').drift")
+
     def stability(self, x, state: SteadyState | None = None) -> np.ndarray:
         x, _ = check_batch(self.spec, x)
         return largest_real_eigenvalue(self.spec, x, None if state is None else state.rates)

@@ -145,23 +145,14 @@ class FastEngine:
         """
         x, _ = check_batch(self.spec, x)
         p = self._prepare(x)
-        net, act = self.spec.network, self.spec.network.activation
-        L = net.depth
-        k = list(p.k)
-        k[L - 1] = np.zeros_like(k[L - 1])  # no nudge
+        L = self.spec.depth
         r = [x] + [np.zeros_like(y) for y in p.y[1:]]
         max_sweeps = max_sweeps or self.max_sweeps
         res = np.full(x.shape[0], np.inf)
-        for _ in range(max_sweeps):
+        for _ in range(max_sweeps):  # bottom-up sweeps: r_l <- r_l + drift_l (its fixed-point map)
             res = np.zeros(x.shape[0])
             for l in range(1, L + 1):
-                w, b = net.weights[l - 1], net.biases[l - 1]
-                phi = act.f(r[l - 1][:, : w.shape[0]] @ w.T + b)
-                psi = np.zeros_like(phi)
-                if l < L:
-                    n = net.weights[l].shape[0]
-                    psi[:, :n] = self._solve(l, act.inverse(r[l + 1]) - net.biases[l])
-                new = (1.0 - k[l - 1]) * phi + k[l - 1] * psi
+                new = r[l] + self._drift_layer(p, r, l, None)
                 res = np.maximum(res, _relative(new - r[l], new))
                 r[l] = new
             _check_finite(res, "free phase", self, x)
@@ -283,30 +274,41 @@ class FastEngine:
         basal = [pre[..., : w.shape[0]] @ w.T + b for pre, w, b in zip(inputs, net.weights, net.biases)]
         return Trajectory(t_eval * tau, rates, dev, somatic, basal, engine=self.name)
 
-    def _simulate_absolute(self, p, target, t_eval):
+    def drift(self, x, rates: list, target=None) -> list:
+        """``tau dr_l/dt = -r_l + (1 - k_l) phi_l + k_l psi_l`` at absolute ``rates`` (list over layers 1..L).
+
+        ``target`` None: the free phase (no nudge).  For teaching and plots (phase portraits);
+        settles and trajectories use the scaled coordinates where precision matters.
+        """
+        x, target = check_batch(self.spec, x, target)
+        return self._drift(self._prepare(x), [x] + list(rates), target)
+
+    def _drift(self, p, r, target):
+        return [self._drift_layer(p, r, l, target) for l in range(1, self.spec.depth + 1)]
+
+    def _drift_layer(self, p, r, l, target):
+        """Drift of layer l (1..L) at absolute rates r (r[0] = input); target None: no nudge."""
         net, act = self.spec.network, self.spec.network.activation
-        L = net.depth
-        k = list(p.k)
-        if target is None:
-            k[L - 1] = np.zeros_like(k[L - 1])
-            target = np.zeros_like(p.y[L])
+        w, b = net.weights[l - 1], net.biases[l - 1]
+        phi = act.f(r[l - 1][:, : w.shape[0]] @ w.T + b)
+        k = p.k[l - 1]
+        if l < net.depth:
+            psi = np.zeros_like(phi)
+            n = net.weights[l].shape[0]
+            psi[:, :n] = self._solve(l, act.inverse(r[l + 1]) - net.biases[l])
+        elif target is None:
+            psi, k = phi, 0.0  # no nudge
+        else:
+            psi = target
+        return -r[l] + (1 - k) * phi + k * psi
+
+    def _simulate_absolute(self, p, target, t_eval):
+        L = self.spec.depth
         shapes = [y.shape for y in p.y[1:]]
         sizes = [int(np.prod(s)) for s in shapes]
 
         def rhs(t, flat):
-            r = [p.x] + _unflatten(flat, shapes, sizes)
-            out = []
-            for l in range(1, L + 1):
-                w, b = net.weights[l - 1], net.biases[l - 1]
-                phi = act.f(r[l - 1][:, : w.shape[0]] @ w.T + b)
-                if l < L:
-                    psi = np.zeros_like(phi)
-                    n = net.weights[l].shape[0]
-                    psi[:, :n] = self._solve(l, act.inverse(r[l + 1]) - net.biases[l])
-                else:
-                    psi = target
-                out.append((-r[l] + (1 - k[l - 1]) * phi + k[l - 1] * psi).ravel())
-            return np.concatenate(out)
+            return np.concatenate([d.ravel() for d in self._drift(p, [p.x] + _unflatten(flat, shapes, sizes), target)])
 
         sol = solve_ivp(rhs, (0, t_eval[-1]), np.zeros(sum(sizes)), t_eval=t_eval, method="RK45",
                         rtol=1e-9, atol=1e-12)

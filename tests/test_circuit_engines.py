@@ -123,3 +123,17 @@ def test_strong_gait_coupling_diverges_with_advice():
     engine = circuit.FastEngine(circuit.build_circuit(net, 0.9, "gait"))
     with pytest.raises(circuit.DivergenceError, match="largest real eigenvalue .* smaller coupling"):
         engine.settle_nudged(x, target)
+
+
+def test_drift_vanishes_at_both_equilibria_and_is_a_fast_engine_feature():
+    net, spec = small_circuit()
+    x, target = random_batch(net, batch=2, seed=6)
+    fast = circuit.make_engine(spec, "fast")
+    free = net.forward(x).rates[1:]
+    assert max(np.max(np.abs(d)) for d in fast.drift(x, free)) <= tol.FREE_PHASE_ATOL
+    nudged = fast.settle_nudged(x, target)
+    for d, r, y in zip(fast.drift(x, nudged.rates, target), nudged.rates, free):
+        # absolute rates: the drift is the residual times |r - y|, plus rounding of r (~1e-16 |r|)
+        assert np.max(np.abs(d)) <= 1e-9 * np.max(np.abs(r - y)) + 1e-15
+    with pytest.raises(NotImplementedError, match="brian2 engine: drift"):
+        circuit.make_engine(spec, "brian2").drift(x, free)
