@@ -59,7 +59,7 @@ class FastEngine:
     rtol : float
         Default tolerance of settles: relative residual of each layer's deviation.
     max_sweeps : int
-        Gauss-Seidel sweeps before falling back to ODE integration.
+        Gauss-Seidel sweeps before following the dynamics instead (strong coupling).
     """
 
     name = "fast"
