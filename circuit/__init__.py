@@ -8,7 +8,16 @@
 
 from .fast import FastEngine
 from .results import SteadyState, Trajectory
-from .spec import MODES, CircuitError, CircuitSpec, ConvergenceError, DivergenceError, build_circuit
+from .spec import (
+    MODES,
+    SCHEDULES,
+    CircuitError,
+    CircuitSpec,
+    ConvergenceError,
+    DivergenceError,
+    build_circuit,
+    coupling_schedule,
+)
 from .stability import largest_real_eigenvalue
 
 ENGINES = ("fast", "brian2")
@@ -25,5 +34,6 @@ def make_engine(spec: CircuitSpec, engine: str = "fast", **options):
     raise ValueError(f"engine: expected one of {ENGINES}, got {engine!r}")
 
 
-__all__ = ["ENGINES", "MODES", "CircuitError", "CircuitSpec", "ConvergenceError", "DivergenceError",
-           "FastEngine", "SteadyState", "Trajectory", "build_circuit", "largest_real_eigenvalue", "make_engine"]
+__all__ = ["ENGINES", "MODES", "SCHEDULES", "CircuitError", "CircuitSpec", "ConvergenceError", "DivergenceError",
+           "FastEngine", "SteadyState", "Trajectory", "build_circuit", "coupling_schedule", "largest_real_eigenvalue",
+           "make_engine"]

@@ -30,9 +30,11 @@ import models
 from models.network import check_array
 from models.rules import per_layer
 
-__all__ = ["MODES", "CircuitSpec", "CircuitError", "DivergenceError", "ConvergenceError", "build_circuit"]
+__all__ = ["MODES", "SCHEDULES", "CircuitSpec", "CircuitError", "DivergenceError", "ConvergenceError", "build_circuit",
+           "coupling_schedule"]
 
 MODES = ("gait", "itp")
+SCHEDULES = ("uniform", "output", "geometric")
 
 
 class CircuitError(RuntimeError):
@@ -133,3 +135,24 @@ def check_batch(spec: CircuitSpec, x, target=None):
         target = check_array("target", target, (x.shape[0], spec.widths[-1]),
                              hint=f"pass the full output target of all {spec.widths[-1]} output units")
     return x, target
+
+
+def coupling_schedule(kind: str, gamma: float, depth: int, strong: float = 0.9, ratio: float = 4.0) -> np.ndarray:
+    """Per-layer couplings gamma_1..gamma_L of a named schedule.
+
+    - "uniform": gamma on every layer (the paper's choice);
+    - "output": gamma at the output only, strong inversion (``strong``) below: the paper's
+      discussion of "a single incremental variable on the output layer";
+    - "geometric": gamma at the output, growing by ``ratio`` per layer downwards (capped at
+      ``strong``), so that the deviations of deep layers shrink less fast.
+    """
+    if kind not in SCHEDULES:
+        raise ValueError(f"schedule: expected one of {SCHEDULES}, got {kind!r}")
+    below = np.arange(depth - 1, -1, -1)  # L - l for l = 1..L
+    if kind == "uniform":
+        g = np.full(depth, float(gamma))
+    elif kind == "output":
+        g = np.where(below == 0, float(gamma), float(strong))
+    else:
+        g = np.minimum(float(gamma) * float(ratio) ** below, float(strong))
+    return g

@@ -17,6 +17,7 @@ REQUIRED_ROW_FIELDS = {
     "train": {"epoch", "step", "split", "metric", "value"},
     "fig2": {"panel", "dataset", "arch", "rule", "seed", "peak_test_accuracy"},
     "fig3": {"panel", "dataset", "arch", "rule", "seed", "peak_test_accuracy"},
+    "coupling": {"schedule", "mode", "depth", "gamma", "layer", "cosine_bp", "stability", "settle_time_tau"},
 }
 
 
@@ -38,8 +39,8 @@ def test_help_lists_every_experiment():
         assert name in result.stdout
 
 
-@pytest.mark.parametrize("name", [n for n in REQUIRED_ROW_FIELDS if n not in ("bench", "fig2")] + [
-    pytest.param("bench", marks=pytest.mark.slow), pytest.param("fig2", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("name", [n for n in REQUIRED_ROW_FIELDS if n not in ("bench", "fig2", "coupling")] + [
+    pytest.param(n, marks=pytest.mark.slow) for n in ("bench", "fig2", "coupling")])
 def test_quick_mode_writes_summary_and_figures(name, tmp_path):
     result = run_cli(name, "--quick", "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr[-3000:]

@@ -1,0 +1,71 @@
+"""Sweeps of independent points: a process pool, results written as each point finishes.
+
+``run_points(points, fn, path)`` calls ``fn(point)`` for every point (a dict of plain
+values) not already recorded in ``path`` (JSON lines), in a process pool, and appends
+one line per finished point: ``{"point": ..., "result": ...}`` or, if ``fn`` raised,
+``{"point": ..., "error": "..."}``.  A killed sweep resumes without redoing finished
+points; failed points are reported (and retried on the next run), never dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+__all__ = ["run_points", "load_records"]
+
+
+def _key(point: dict) -> str:
+    return json.dumps(point, sort_keys=True)
+
+
+def load_records(path) -> dict:
+    """Finished points of a sweep file: {key: record}; failed points are not counted as finished."""
+    records = {}
+    path = Path(path)
+    if path.exists():
+        for line in path.read_text().splitlines():
+            if line.strip():
+                rec = json.loads(line)
+                if "result" in rec:
+                    records[_key(rec["point"])] = rec
+    return records
+
+
+def _call(fn, point):
+    # One BLAS thread per worker: the workers already use every core.
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):
+        return fn(point)
+
+
+def run_points(points: list, fn, path, workers: int | None = None, label: str = "sweep") -> list:
+    """Run ``fn`` on every unfinished point; return the records of all points, in order."""
+    path = Path(path)
+    done = load_records(path)
+    todo = [p for p in points if _key(p) not in done]
+    if len(todo) < len(points):
+        print(f"[{label}] {len(points) - len(todo)} of {len(points)} points already done in {path}", file=sys.stderr)
+    failures = []
+    workers = workers or os.cpu_count() or 1
+    with open(path, "a") as fh, ProcessPoolExecutor(max_workers=workers) as pool:
+        futures = {pool.submit(_call, fn, p): p for p in todo}
+        for n, future in enumerate(as_completed(futures), start=1):
+            point = futures[future]
+            try:
+                record = {"point": point, "result": future.result()}
+                done[_key(point)] = record
+            except Exception as err:  # noqa: BLE001  (reported below, never dropped)
+                record = {"point": point, "error": f"{type(err).__name__}: {err}"}
+                failures.append(record)
+            fh.write(json.dumps(record) + "\n")
+            fh.flush()
+            print(f"[{label}] {n}/{len(todo)} {point}" + (" FAILED" if "error" in record else ""),
+                  file=sys.stderr, flush=True)
+    for f in failures:
+        print(f"[{label}] failed point {f['point']}: {f['error']}", file=sys.stderr)
+    return [done.get(_key(p)) or next(f for f in failures if f["point"] == p) for p in points]

@@ -1,0 +1,38 @@
+"""Sweeps: every point is run once, results survive a kill, failures are reported and retried."""
+
+import json
+
+import numpy as np
+import pytest
+
+import circuit
+from experiments.sweep import load_records, run_points
+
+
+def square(point):
+    if point["x"] == 3 and point.get("fail"):
+        raise RuntimeError("point 3 failed on purpose")
+    return {"y": point["x"] ** 2}
+
+
+def test_points_run_resume_and_failures_are_reported(tmp_path, capsys):
+    path = tmp_path / "points.jsonl"
+    points = [{"x": x, "fail": True} for x in range(5)]
+    records = run_points(points[:2], square, path, workers=2)
+    assert [r["result"]["y"] for r in records] == [0, 1]
+    records = run_points(points, square, path, workers=2)            # resumes: only 2, 3, 4 are new
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len(lines) == 5                                           # 0, 1 once; then 2, 3 (error), 4
+    assert records[3]["error"] == "RuntimeError: point 3 failed on purpose"
+    assert "failed point" in capsys.readouterr().err
+    assert len(load_records(path)) == 4                              # the failed point is not finished
+    fixed = [{"x": x, "fail": x != 3} for x in range(5)]
+    assert run_points(fixed, square, tmp_path / "other.jsonl", workers=1)[3]["result"] == {"y": 9}
+
+
+def test_coupling_schedules():
+    assert np.allclose(circuit.coupling_schedule("uniform", 1e-3, 3), [1e-3] * 3)
+    assert np.allclose(circuit.coupling_schedule("output", 1e-3, 3), [0.9, 0.9, 1e-3])
+    assert np.allclose(circuit.coupling_schedule("geometric", 1e-3, 3, ratio=4), [1.6e-2, 4e-3, 1e-3])
+    with pytest.raises(ValueError, match="schedule: expected one of"):
+        circuit.coupling_schedule("linear", 1e-3, 3)
