@@ -32,6 +32,7 @@ def add_arguments(parser):
     parser.add_argument("--depths", default="3,5", help="numbers of layers L (default 3,5)")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--workers", type=int, default=None, help="processes (default: one per core)")
+    parser.add_argument("--scheduler", help="HOST:PORT of a Dask distributed scheduler to run the points on")
     parser.add_argument("--seed", type=int, default=0)
 
 
@@ -94,7 +95,8 @@ def run(args, out):
     width, batch = (12, 4) if args.quick else (args.width, args.batch)
     points = [{"schedule": s, "mode": m, "depth": L, "gamma": g, "width": width, "batch": batch, "seed": args.seed}
               for s in circuit.SCHEDULES for m in circuit.MODES for L in depths for g in gammas]
-    records = run_points(points, measure_point, out / "points.jsonl", workers=args.workers, label="coupling")
+    records = run_points(points, measure_point, out / "points.jsonl", workers=args.workers, label="coupling",
+                         scheduler=args.scheduler)
     rows, failed = [], []
     for rec in records:
         if "error" in rec:

@@ -4,7 +4,9 @@
 values) not already recorded in ``path`` (JSON lines), in a process pool, and appends
 one line per finished point: ``{"point": ..., "result": ...}`` or, if ``fn`` raised,
 ``{"point": ..., "error": "..."}``.  A killed sweep resumes without redoing finished
-points; failed points are reported (and retried on the next run), never dropped.
+points; failed points are reported (and retried on the next run), never dropped.  With
+``scheduler="HOST:PORT"`` the points run on that Dask distributed cluster instead of
+the local pool (the workers need this project importable, e.g. ``pip install -e .``).
 """
 
 from __future__ import annotations
@@ -43,7 +45,8 @@ def _call(fn, point):
         return fn(point)
 
 
-def run_points(points: list, fn, path, workers: int | None = None, label: str = "sweep") -> list:
+def run_points(points: list, fn, path, workers: int | None = None, label: str = "sweep",
+               scheduler: str | None = None) -> list:
     """Run ``fn`` on every unfinished point; return the records of all points, in order."""
     path = Path(path)
     done = load_records(path)
@@ -51,10 +54,9 @@ def run_points(points: list, fn, path, workers: int | None = None, label: str = 
     if len(todo) < len(points):
         print(f"[{label}] {len(points) - len(todo)} of {len(points)} points already done in {path}", file=sys.stderr)
     failures = []
-    workers = workers or os.cpu_count() or 1
-    with open(path, "a") as fh, ProcessPoolExecutor(max_workers=workers) as pool:
-        futures = {pool.submit(_call, fn, p): p for p in todo}
-        for n, future in enumerate(as_completed(futures), start=1):
+    with open(path, "a") as fh, _executor(scheduler, workers) as (submit, completed):
+        futures = {submit(_call, fn, p): p for p in todo}
+        for n, future in enumerate(completed(futures), start=1):
             point = futures[future]
             try:
                 record = {"point": point, "result": future.result()}
@@ -69,3 +71,29 @@ def run_points(points: list, fn, path, workers: int | None = None, label: str = 
     for f in failures:
         print(f"[{label}] failed point {f['point']}: {f['error']}", file=sys.stderr)
     return [done.get(_key(p)) or next(f for f in failures if f["point"] == p) for p in points]
+
+
+class _executor:
+    """(submit, as_completed) of a local process pool, or of a Dask distributed client."""
+
+    def __init__(self, scheduler, workers):
+        self.scheduler, self.workers = scheduler, workers
+
+    def __enter__(self):
+        if self.scheduler:
+            try:
+                from dask.distributed import Client
+                from dask.distributed import as_completed as dask_completed
+            except ImportError:
+                raise RuntimeError("--scheduler needs dask.distributed: python -m pip install 'dask[distributed]'") \
+                    from None
+            self.client = Client(self.scheduler)
+            return (lambda f, *a: self.client.submit(f, *a, pure=False)), dask_completed
+        self.pool = ProcessPoolExecutor(max_workers=self.workers or os.cpu_count() or 1)
+        return self.pool.submit, as_completed
+
+    def __exit__(self, *exc):
+        if self.scheduler:
+            self.client.close()
+        else:
+            self.pool.shutdown()

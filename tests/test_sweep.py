@@ -36,3 +36,18 @@ def test_coupling_schedules():
     assert np.allclose(circuit.coupling_schedule("geometric", 1e-3, 3, ratio=4), [1.6e-2, 4e-3, 1e-3])
     with pytest.raises(ValueError, match="schedule: expected one of"):
         circuit.coupling_schedule("linear", 1e-3, 3)
+
+
+def test_local_and_dask_distributed_runs_give_identical_results(tmp_path):
+    """A Dask cluster on loopback (scheduler and one worker process) against the local pool."""
+    distributed = pytest.importorskip("dask.distributed")
+    from experiments.coupling import measure_point
+
+    points = [{"schedule": s, "mode": "gait", "depth": 3, "gamma": g, "width": 8, "batch": 3, "seed": 1}
+              for s in ("uniform", "output") for g in (1e-3, 1e-1)]
+    local = run_points(points, measure_point, tmp_path / "local.jsonl", workers=2)
+    with distributed.LocalCluster(host="127.0.0.1", n_workers=1, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster:
+        remote = run_points(points, measure_point, tmp_path / "dask.jsonl", scheduler=cluster.scheduler_address)
+    assert all(cluster.scheduler_address.startswith(prefix) for prefix in ("tcp://127.0.0.1",))
+    assert [r["result"] for r in local] == [r["result"] for r in remote]
