@@ -45,11 +45,15 @@ def activation_expressions(activation) -> tuple[str, str]:
     raise NotImplementedError(f"brian2 engine: no Brian2 expression for activation {activation!r}")
 
 
-def equations(spec: CircuitSpec) -> str:
-    """The rate equations of every layer, as Brian2 equation text (tau is a constant in seconds)."""
+def equations(spec: CircuitSpec, noise: float = 0.0) -> str:
+    """The rate equations of every layer, as Brian2 equation text (tau is a constant in seconds).
+
+    ``noise`` > 0 adds white noise: ``tau dr = (...) dt + noise sqrt(tau) dW`` (Brian2's ``xi``).
+    """
     f, finv = activation_expressions(spec.network.activation)
+    noise_term = f" + {float(noise)!r} * xi * tau ** -0.5" if noise else ""
     return (
-        "dr/dt = (-r + (1 - k) * phi + k * psi) / tau : 1\n"
+        f"dr/dt = (-r + (1 - k) * phi + k * psi) / tau{noise_term} : 1\n"
         f"phi = {f} : 1\n"
         f"u = {finv} : 1\n"
         "h : 1\n"
@@ -94,16 +98,17 @@ class Brian2Engine:
             self._inverses[i] = np.linalg.inv(w)
 
     # ------------------------------------------------------------------ model
-    def _build(self, x, target, initial_rates, k):
+    def _build(self, x, target, initial_rates, k, noise: float = 0.0):
         import brian2 as b2
 
         b2.prefs.codegen.target = self.target
         spec = self.spec
         batch = x.shape[0]
-        eqs = equations(spec)
+        eqs = equations(spec, noise)
+        method = "euler" if noise else "exponential_euler"  # Euler-Maruyama for the noisy equations
         groups = []
         for i, n in enumerate(spec.widths[1:]):
-            g = b2.NeuronGroup(batch * n, eqs, method="exponential_euler", dt=self.dt * b2.second,
+            g = b2.NeuronGroup(batch * n, eqs, method=method, dt=self.dt * b2.second,
                                namespace={"tau": spec.tau * b2.second}, name=f"layer_{i + 1}*")
             g.r = initial_rates[i].ravel()
             g.k = k[i].ravel()
@@ -199,6 +204,45 @@ class Brian2Engine:
         k = self.spec.couplings(fwd.derivatives)
         return self._settle(x, target, fwd.rates[1:], k, fwd.rates, "nudged phase", on_failure,
                             self.rtol if rtol is None else rtol)
+
+    def settle_noisy(self, x, target, noise: float, *, duration: float = 200.0, average_from: float = 50.0,
+                     seed: int = 0) -> SteadyState:
+        """Nudged phase with white noise (Brian2's ``xi``, Euler-Maruyama); readout = time average.
+
+        Same contract as :meth:`FastEngine.settle_noisy` (times in tau); the time step is ``dt``.
+        """
+        import brian2 as b2
+
+        x, target = check_batch(self.spec, x, target)
+        if not (np.isfinite(noise) and noise >= 0):
+            raise ValueError(f"noise: expected a non-negative strength, got {noise!r}")
+        if not 0 <= average_from < duration:
+            raise ValueError(f"average_from: expected 0 <= average_from < duration, got {average_from}, {duration}")
+        b2.seed(seed)
+        fwd = self.spec.network.forward(x)
+        k = self.spec.couplings(fwd.derivatives)
+        network, groups, views, coupling = self._build(x, target, fwd.rates[1:], k, noise)
+        tau = self.spec.tau * b2.second
+        network.run(average_from * tau)
+        sums = [np.zeros_like(v[0]) for v in views]
+        count = [0]
+
+        def accumulate():
+            for total, v in zip(sums, views):
+                total += v[0]
+            count[0] += 1
+
+        network.add(b2.NetworkOperation(accumulate, when="end", dt=self.dt * b2.second))
+        network.run((duration - average_from) * tau)
+        batch = x.shape[0]
+        rates = [(t / count[0]).reshape(batch, n) for t, n in zip(sums, self.spec.widths[1:])]
+        for v, r in zip(views, rates):
+            v[0][:] = r.ravel()
+        coupling()
+        res = self._residual(views, k, fwd.rates, batch)
+        return SteadyState(rates=rates, deviations=[r - y for r, y in zip(rates, fwd.rates[1:])],
+                           converged=np.ones(batch, dtype=bool), residual=res, time=float(duration), target=target,
+                           engine=self.name, precise_deviations=False)
 
     def simulate(self, x, target=None, *, duration: float | None = None, n_points: int = 201,
                  start: str = "free") -> Trajectory:

@@ -315,6 +315,39 @@ class FastEngine:
         states = [_unflatten(col, shapes, sizes) for col in sol.y.T]
         return [np.stack([s[i] for s in states]) for i in range(L)]
 
+    def settle_noisy(self, x, target, noise: float, *, duration: float = 200.0, average_from: float = 50.0,
+                     dt: float = 0.05, seed: int = 0) -> SteadyState:
+        """Nudged phase with additive white noise in the rate dynamics; readout = time average.
+
+        ``tau dr = (-r + (1 - k) phi + k psi) dt + noise sqrt(tau) dW`` is integrated by
+        Euler-Maruyama (steps of ``dt`` tau) from the free-phase state for ``duration`` tau;
+        the state returned is the average of r over [``average_from``, ``duration``] tau
+        (``converged`` is True, ``residual`` that of the averaged state, ``time`` the duration).
+        The noise's share of the readout shrinks like ``noise / sqrt(duration - average_from)``.
+        """
+        self._require_scales()
+        x, target = check_batch(self.spec, x, target)
+        if not (np.isfinite(noise) and noise >= 0):
+            raise ValueError(f"noise: expected a non-negative strength, got {noise!r}")
+        if not 0 <= average_from < duration:
+            raise ValueError(f"average_from: expected 0 <= average_from < duration, got {average_from}, {duration}")
+        p = self._prepare(x)
+        rng = np.random.default_rng(seed)
+        z = [np.zeros_like(y) for y in p.y[1:]]
+        total = [np.zeros_like(y) for y in p.y[1:]]
+        steps, start = int(round(duration / dt)), int(round(average_from / dt))
+        kick = noise * np.sqrt(dt)
+        for n in range(steps):
+            m, _ = self._map(p, z, target, gauss_seidel=False)
+            # deviation coordinates: the noise enters each layer scaled by its S_l
+            z = [zi + dt * (mi - zi) + kick * s * rng.standard_normal(zi.shape)
+                 for zi, mi, s in zip(z, m, self.scales)]
+            if n >= start:
+                total = [t + zi for t, zi in zip(total, z)]
+        z = [t / (steps - start) for t in total]
+        res = self._map(p, z, target, gauss_seidel=False)[1].max(axis=1)
+        return self._state(p, z, res, np.ones(x.shape[0], dtype=bool), target, float(duration))
+
     def plasticity(self, state: SteadyState, x) -> tuple[list, list]:
         """Local rule at the nudged steady state: (dW, db) per unit learning rate.
 

@@ -125,3 +125,32 @@ def test_brian2_and_fast_engines_agree(mode):
     brian = circuit.make_engine(spec, "brian2").settle_nudged(x, target)
     for a, b in zip(fast.deviations, brian.deviations):
         assert relative_error(b, a) <= tol.CROSS_ENGINE_RTOL
+
+
+def test_noisy_settle_averages_to_the_steady_state_and_noise_error_scales_like_sigma():
+    net = models.init_network([10] * 4, "orthogonal", seed=12, n_out=4)
+    x, target = random_batch(net, batch=3, seed=13)
+    engine = circuit.FastEngine(circuit.build_circuit(net, 1e-1, "gait"))
+    exact = engine.settle_nudged(x, target)
+    quiet = engine.settle_noisy(x, target, 0.0, duration=60, average_from=40, dt=0.05)
+    # noiseless Euler-Maruyama is Euler; after 40 tau the transient is gone: same fixed point
+    assert max(relative_error(a, b) for a, b in zip(quiet.deviations, exact.deviations)) < 1e-6
+    errors = []
+    for sigma in (1e-5, 1e-4):
+        noisy = engine.settle_noisy(x, target, sigma, duration=240, average_from=40, dt=0.05, seed=1)
+        errors.append(relative_error(noisy.deviations[-1], exact.deviations[-1]))
+    assert 5 < errors[1] / errors[0] < 20  # linear dynamics: the averaged noise is proportional to sigma
+
+
+def test_brian2_noise_matches_the_fast_engine_statistically():
+    """Same noise strength, different random streams: errors of the same size, both ~ sigma."""
+    net = models.init_network([10] * 4, "orthogonal", seed=12, n_out=4)
+    x, target = random_batch(net, batch=3, seed=13)
+    spec = circuit.build_circuit(net, 1e-1, "gait")
+    exact = circuit.FastEngine(spec).settle_nudged(x, target)
+    fast = circuit.FastEngine(spec).settle_noisy(x, target, 1e-4, duration=120, average_from=20, seed=2)
+    brian = circuit.make_engine(spec, "brian2", dt=0.05 * spec.tau).settle_noisy(
+        x, target, 1e-4, duration=120, average_from=20, seed=2)
+    e_fast = relative_error(fast.deviations[-1], exact.deviations[-1])
+    e_brian = relative_error(brian.deviations[-1], exact.deviations[-1])
+    assert 0.2 < e_brian / e_fast < 5, (e_fast, e_brian)

@@ -17,7 +17,7 @@ REQUIRED_ROW_FIELDS = {
     "train": {"epoch", "step", "split", "metric", "value"},
     "fig2": {"panel", "dataset", "arch", "rule", "seed", "peak_test_accuracy"},
     "fig3": {"panel", "dataset", "arch", "rule", "seed", "peak_test_accuracy"},
-    "coupling": {"schedule", "mode", "depth", "gamma", "layer", "cosine_bp", "stability", "settle_time_tau"},
+    "coupling": {"schedule", "mode", "depth", "gamma", "noise", "layer", "cosine_bp", "stability", "settle_time_tau"},
 }
 
 
