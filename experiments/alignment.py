@@ -9,6 +9,8 @@ orthogonal weights only; TP does not align.
 
 from __future__ import annotations
 
+import numpy as np
+
 import models
 from analysis.metrics import cosine
 from analysis.plots import cosine_by_layer, scatter_updates, use_agg
@@ -25,9 +27,13 @@ def add_arguments(parser):
     parser.add_argument("--batch", type=int, default=60, help="batch size (default 60)")
     parser.add_argument("--gamma", type=float, default=1e-3, help="ITP/GAIT increment (default 1e-3)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--checkpoint", help="a training checkpoint (train's checkpoint.npz): measure alignment on "
+                                             "its trained weights instead of untrained ones")
 
 
 def run(args, out):
+    if args.checkpoint:
+        return run_checkpoint(args, out)
     data = load_embedded()
     batch = 20 if args.quick else args.batch
     x = data.test_x[:batch]
@@ -105,3 +111,37 @@ def gait_cosine_by_batch(data, widths, seed, quick=False):
             cells.append(worst)
         print(f"{gamma:>8.0e}" + "".join(f"{c:>14.5f}" for c in cells))
     return rows
+
+
+def run_checkpoint(args, out):
+    """Alignment with BP and orthogonality of a trained network (why does GAIT follow BP, or not?)."""
+    import json
+
+    from .train import TrainConfig, build
+
+    with np.load(args.checkpoint) as ckpt:
+        meta = json.loads(str(ckpt["meta"]))
+        cfg = TrainConfig(**meta["config"])
+        net, _ = build(cfg)
+        for i in range(net.depth):
+            net.weights[i][...] = ckpt[f"w{i}"]
+            net.biases[i][...] = ckpt[f"b{i}"]
+    data = load_embedded()
+    x, labels = data.test_x[: args.batch], data.test_y[: args.batch]
+    fwd = net.forward(x)
+    target = models.constructed_target("quadratic", fwd.rates[-1], labels, 10)
+    bp, _ = models.backprop(net, fwd, target)
+    rows = []
+    for rule in ("tp", "itp", "gait"):
+        dW, _ = models.target_updates(net, models.compute_targets(net, fwd, target, rule, cfg.gamma))
+        for layer, (a, b) in enumerate(zip(dW, bp), start=1):
+            rows.append({"init": f"trained ({cfg.rule}, epoch {meta['epoch']})", "rule": rule, "layer": layer,
+                         "cosine": cosine(a, b)})
+    ortho = [float(np.linalg.norm(w.T @ w - np.eye(w.shape[0])) / np.sqrt(w.shape[0])) for w in net.weights]
+    print(f"checkpoint {args.checkpoint}: {cfg.rule} after epoch {meta['epoch']}")
+    print("orthogonality error |W^T W - I|_F / sqrt(n) per layer: " + ", ".join(f"{o:.3f}" for o in ortho))
+    for rule in ("tp", "itp", "gait"):
+        print(f"cos({rule.upper()}, BP) per layer: "
+              + ", ".join(f"{r['cosine']:.4f}" for r in rows if r["rule"] == rule))
+    write_summary(out, "alignment", {**vars(args), "trained_config": meta["config"]}, rows=rows,
+                  orthogonality_error=ortho)
