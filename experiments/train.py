@@ -223,7 +223,9 @@ def save_checkpoint(path: Path, cfg, net, opt, epoch, history, times):
 def load_checkpoint(path: Path, cfg, net, opt):
     with np.load(path) as data:
         meta = json.loads(str(data["meta"]))
-        saved = {k: v for k, v in meta["config"].items() if k != "epochs"}
+        # settings added to TrainConfig after the checkpoint was written take their defaults
+        saved = {**asdict(TrainConfig()), **meta["config"]}
+        saved = {k: v for k, v in saved.items() if k != "epochs"}
         wanted = {k: v for k, v in asdict(cfg).items() if k != "epochs"}
         if saved != wanted:
             diff = {k: (saved.get(k), wanted.get(k)) for k in wanted if saved.get(k) != wanted.get(k)}

@@ -64,6 +64,15 @@ def test_resume_after_kill_is_bit_identical(tiny, tmp_path):
 
 def test_resume_refuses_a_different_configuration(tiny, tmp_path):
     train(tiny_config(epochs=1), tiny, tmp_path)
+    # a checkpoint written before a setting existed resumes with that setting's default
+    ckpt = tmp_path / "checkpoint.npz"
+    with np.load(ckpt) as data:
+        arrays = {k: data[k] for k in data.files}
+    meta = json.loads(str(arrays["meta"]))
+    del meta["config"]["engine"]
+    arrays["meta"] = np.array(json.dumps(meta))
+    np.savez(ckpt, **arrays)
+    train(tiny_config(epochs=1), tiny, tmp_path, resume=True)
     with pytest.raises(ValueError, match="another configuration.*'lr'"):
         train(tiny_config(epochs=2, lr=5e-4), tiny, tmp_path, resume=True)
 
