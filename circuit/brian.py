@@ -29,7 +29,7 @@ import models
 
 from .plasticity import updates_from_errors
 from .results import SteadyState, Trajectory, divergence_message, finish
-from .spec import CircuitSpec, DivergenceError, check_batch
+from .spec import CircuitSpec, DivergenceError, check_batch, check_noise
 from .stability import largest_real_eigenvalue
 
 __all__ = ["Brian2Engine", "equations", "activation_expressions", "summed_synapses_network"]
@@ -214,10 +214,7 @@ class Brian2Engine:
         import brian2 as b2
 
         x, target = check_batch(self.spec, x, target)
-        if not (np.isfinite(noise) and noise >= 0):
-            raise ValueError(f"noise: expected a non-negative strength, got {noise!r}")
-        if not 0 <= average_from < duration:
-            raise ValueError(f"average_from: expected 0 <= average_from < duration, got {average_from}, {duration}")
+        check_noise(noise, duration, average_from)
         b2.seed(seed)
         fwd = self.spec.network.forward(x)
         k = self.spec.couplings(fwd.derivatives)

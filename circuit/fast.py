@@ -32,7 +32,7 @@ from models.network import lu_checked
 
 from .plasticity import updates_from_errors
 from .results import SteadyState, Trajectory, divergence_message, finish
-from .spec import CircuitSpec, ConvergenceError, DivergenceError, check_batch
+from .spec import CircuitSpec, ConvergenceError, DivergenceError, check_batch, check_noise
 from .stability import largest_real_eigenvalue
 
 __all__ = ["FastEngine"]
@@ -327,10 +327,7 @@ class FastEngine:
         """
         self._require_scales()
         x, target = check_batch(self.spec, x, target)
-        if not (np.isfinite(noise) and noise >= 0):
-            raise ValueError(f"noise: expected a non-negative strength, got {noise!r}")
-        if not 0 <= average_from < duration:
-            raise ValueError(f"average_from: expected 0 <= average_from < duration, got {average_from}, {duration}")
+        check_noise(noise, duration, average_from)
         p = self._prepare(x)
         rng = np.random.default_rng(seed)
         z = [np.zeros_like(y) for y in p.y[1:]]

@@ -128,6 +128,14 @@ def build_circuit(network: models.Network, gamma=1e-3, mode: str = "gait", tau: 
     return CircuitSpec(network, g, mode, tau)
 
 
+def check_noise(noise: float, duration: float, average_from: float) -> None:
+    """Validate the settings of a noisy settle (times in tau)."""
+    if not (np.isfinite(noise) and noise >= 0):
+        raise ValueError(f"noise: expected a non-negative strength, got {noise!r}")
+    if not 0 <= average_from < duration:
+        raise ValueError(f"average_from: expected 0 <= average_from < duration, got {average_from}, {duration}")
+
+
 def check_batch(spec: CircuitSpec, x, target=None):
     """Validate an input batch and (optionally) a full output target for ``spec``."""
     x = spec.network.check_input(x)
