@@ -11,6 +11,7 @@ learning_curves.png.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import os
@@ -80,13 +81,8 @@ def add_arguments(parser):
                         help="circuit: every update comes from the fast circuit engine's steady state and local "
                              "rule (rule gait or itp: the coupling mode; gamma: the coupling)")
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
-    parser.add_argument("--stop-after-batches", type=int, help=argparse_suppress())
-
-
-def argparse_suppress():
-    import argparse
-
-    return argparse.SUPPRESS  # testing aid: simulate a killed run
+    # testing aid, hidden from --help: exit after this many batches, as a killed run would
+    parser.add_argument("--stop-after-batches", type=int, help=argparse.SUPPRESS)
 
 
 def config_from_args(args) -> TrainConfig:
@@ -182,7 +178,8 @@ def train(cfg: TrainConfig, data, out: Path, resume: bool = False, stop_after_ba
             t1 = time.perf_counter()
             rows = evaluation_rows(net, cfg, data, eval_idx, epoch=epoch, step=epoch * batches_per_epoch)
             t2 = time.perf_counter()
-        rows += [{"epoch": epoch, "step": epoch * batches_per_epoch, "split": "train_running", "metric": k[8:],
+        rows += [{"epoch": epoch, "step": epoch * batches_per_epoch, "split": "train_running",
+                  "metric": k.removeprefix("running_"),
                   "value": v} for k, v in stats.items()]
         history += rows
         times.append({"epoch": epoch, "train_seconds": t1 - t0, "eval_seconds": t2 - t1})
