@@ -197,8 +197,40 @@ def bench_circuit(args, data, widths, gait_step_ms):
           f"{summed_run:.2f} s for {short_tau:g} tau, i.e. {summed_per_sample:.1f} s per sample for "
           f"{duration_tau:g} tau (+{t_build:.1f} s to build the synapses); "
           f"{summed_per_sample / per_sample:.0f}x the network_operation engine")
-    return {"fast_settle_ms": fast_ms, "fast_factorisation_ms": factor_ms,
+    circuit_ms, discrete_ms = circuit_training_step_ms(widths, args.batch, data, steps=3 if args.quick else 8)
+    print(f"training step with the paper's GAIT settings (regulariser 0.1): circuit-driven {circuit_ms:.0f} ms, "
+          f"discrete {discrete_ms:.0f} ms per batch: a circuit epoch costs {circuit_ms / discrete_ms:.1f}x a "
+          "discrete GAIT epoch")
+    return {"circuit_training_step_ms": circuit_ms, "discrete_gait_training_step_ms": discrete_ms,
+            "fast_settle_ms": fast_ms, "fast_factorisation_ms": factor_ms,
             "fast_residual": float(np.max(state.residual)),
             "fast_settle_over_gait_step": fast_ms / gait_step_ms, "brian2_seconds_per_sample": per_sample,
             "brian2_simulated_tau": duration_tau, "summed_synapses_seconds_per_sample": summed_per_sample,
             "summed_synapses_layers": len(summed_widths) - 1, "summed_synapses_build_seconds": t_build}
+
+
+def circuit_training_step_ms(widths, batch, data, steps):
+    """Median ms per training batch: updates from the circuit (fast engine) vs discrete GAIT."""
+    from models.training import train_epoch
+
+    from .train import TrainConfig, circuit_update
+
+    out = {}
+    x, y = data.train_x[: (steps + 2) * batch], data.train_y[: (steps + 2) * batch]
+    for engine in ("circuit", "discrete"):
+        cfg = TrainConfig(rule="gait", widths=list(widths), engine=engine).resolved()
+        net = models.init_network(widths, "orthogonal", seed=0, n_out=10)
+        opt = models.Adam.published(cfg.lr)
+        times, last = [], [time.perf_counter()]
+
+        def tick(i, n, loss, times=times, last=last):
+            now = time.perf_counter()
+            times.append(now - last[0])
+            last[0] = now
+
+        with blas_threads(DEFAULT_BLAS_THREADS):
+            train_epoch(net, opt, x, y, rule="gait", seed=0, epoch=1, batch=batch, gamma=cfg.gamma,
+                        regularizer=cfg.regulariser, update=circuit_update(cfg) if engine == "circuit" else None,
+                        on_batch=tick)
+        out[engine] = float(np.median(times[2:]) * 1e3)
+    return out["circuit"], out["discrete"]
