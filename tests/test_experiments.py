@@ -1,6 +1,7 @@
 """Every experiment runs end to end in its quick mode and writes summary.json with the promised fields."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -23,13 +24,7 @@ REQUIRED_ROW_FIELDS = {
 
 def run_cli(*args, timeout=600):
     return subprocess.run([sys.executable, "-m", "experiments", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout, env={"MPLBACKEND": "Agg", **_env()})
-
-
-def _env():
-    import os
-
-    return dict(os.environ)
+                          text=True, timeout=timeout, env={**os.environ, "MPLBACKEND": "Agg"})
 
 
 def test_help_lists_every_experiment():
