@@ -8,6 +8,8 @@ what is missing.  ``arch`` is "sq<H>" (784 wide, H hidden layers, leaky ReLU), "
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from .common import Progress
@@ -42,9 +44,8 @@ def add_grid_arguments(parser, datasets_default: str):
 
 def run_grid(args, cells: list, name: str) -> list:
     """Train every (panel, dataset, arch, rule, seed) cell; return one row per run."""
-    from pathlib import Path
-
     quick = args.quick
+    runs = Path(args.out) / "runs" if quick else Path(args.runs)  # quick runs never mix with real ones
     cache = {}
     rows = []
     progress = Progress(name, len(cells))
@@ -55,8 +56,7 @@ def run_grid(args, cells: list, name: str) -> list:
                 data = Dataset(data.name, data.train_x[:180], data.train_y[:180], data.test_x[:200], data.test_y[:200])
             cache[dataset] = data
         cfg = arch_config(arch, rule, dataset, seed, 1 if quick else args.epochs)
-        run_dir = Path(args.runs) / f"{dataset}-{rule}-{arch}-s{seed}" if not quick else \
-            Path(args.out) / "runs" / f"{dataset}-{rule}-{arch}-s{seed}"
+        run_dir = runs / f"{dataset}-{rule}-{arch}-s{seed}"
         result = train(cfg, cache[dataset], run_dir, resume=True, label=f"{dataset} {rule} {arch} s{seed} ")
         rows.append({"panel": panel, "dataset": dataset, "arch": arch, "rule": rule, "seed": seed,
                      "epochs": cfg.epochs, "run": str(run_dir), **result})
