@@ -267,13 +267,11 @@ class Brian2Engine:
         network.run(duration * b2.second)
         batch = x.shape[0]
 
-        def stack(m, var, n):
-            return np.asarray(getattr(m, var + "_") if var != "r" else m.r_).T.reshape(-1, batch, n)
+        def recorded(var):  # (neurons, T) per layer -> (T, batch, n)
+            return [np.asarray(getattr(m, var + "_")).T.reshape(-1, batch, n)
+                    for m, n in zip(monitors, self.spec.widths[1:])]
 
-        widths = self.spec.widths[1:]
-        rates = [stack(m, "r", n) for m, n in zip(monitors, widths)]
-        somatic = [np.asarray(m.u_).T.reshape(-1, batch, n) for m, n in zip(monitors, widths)]
-        basal = [np.asarray(m.h_).T.reshape(-1, batch, n) for m, n in zip(monitors, widths)]
+        rates, somatic, basal = recorded("r"), recorded("u"), recorded("h")
         dev = [r - y[None] for r, y in zip(rates, fwd.rates[1:])]
         return Trajectory(np.asarray(monitors[0].t_), rates, dev, somatic, basal, engine=self.name)
 
