@@ -59,6 +59,11 @@ def step_flops(widths, batch: int, rule: str, regularizer: bool = False,
     return flops
 
 
+def count_correct(output: np.ndarray, labels, n_out: int) -> int:
+    """How many samples' largest task output is their label."""
+    return int(np.sum(np.argmax(output[:, :n_out], axis=1) == labels))
+
+
 def evaluate(net: Network, x, labels, loss: str = "quadratic", batch: int = 2000) -> tuple[float, float]:
     """(mean loss, accuracy) of ``net`` on a dataset; prediction = argmax over task outputs."""
     total, correct = 0.0, 0
@@ -67,7 +72,7 @@ def evaluate(net: Network, x, labels, loss: str = "quadratic", batch: int = 2000
         xb, yb = x[start: start + batch], labels[start: start + batch]
         out = net.forward(xb).rates[-1]
         total += loss_value(loss, out, yb, net.n_out) * len(yb)
-        correct += int(np.sum(np.argmax(out[:, : net.n_out], axis=1) == yb))
+        correct += count_correct(out, yb, net.n_out)
     return total / n, correct / n
 
 
@@ -99,7 +104,7 @@ def train_epoch(net: Network, optimizer: Adam, x, labels, *, rule: str, seed: in
             dW, db = update(net, xb, target, fwd)
         out = fwd.rates[-1]
         total_loss += loss_value(loss, out, yb, net.n_out)
-        correct += int(np.sum(np.argmax(out[:, : net.n_out], axis=1) == yb))
+        correct += count_correct(out, yb, net.n_out)
         apply_update(net, optimizer, dW, db, regularizer)
         if on_batch is not None:
             on_batch(i, n_batches, total_loss / (i + 1))
