@@ -157,7 +157,7 @@ class Brian2Engine:
             res = np.maximum(res, layer)
         return res
 
-    def _settle(self, x, target, initial, k, y, phase, on_failure, rtol, relative_to_deviation=True):
+    def _settle(self, x, target, initial, k, y, phase, on_failure, rtol, relative_to_deviation=True, fwd=None):
         import brian2 as b2
 
         batch = x.shape[0]
@@ -177,7 +177,7 @@ class Brian2Engine:
         rates = [v[0].reshape(batch, n).copy() for v, n in zip(views, self.spec.widths[1:])]
         state = SteadyState(rates=rates, deviations=[r - yy for r, yy in zip(rates, y[1:])],
                             converged=res <= rtol, residual=res, time=elapsed, target=target,
-                            engine=self.name, precise_deviations=False)
+                            engine=self.name, precise_deviations=False, forward=fwd)
         return finish(state, on_failure, phase, rtol, hint=(
             f"this engine works in absolute rates, whose rounding (~1e-16 |r|) stops residuals of layers whose "
             f"deviation is near 1e-16 of the rates (e.g. gamma^(L-l+1) with gamma = {np.min(self.spec.gamma):g}); "
@@ -203,7 +203,7 @@ class Brian2Engine:
         fwd = self.spec.network.forward(x)
         k = self.spec.couplings(fwd.derivatives)
         return self._settle(x, target, fwd.rates[1:], k, fwd.rates, "nudged phase", on_failure,
-                            self.rtol if rtol is None else rtol)
+                            self.rtol if rtol is None else rtol, fwd=fwd)
 
     def settle_noisy(self, x, target, noise: float, *, duration: float = 200.0, average_from: float = 50.0,
                      seed: int = 0) -> SteadyState:
@@ -239,7 +239,7 @@ class Brian2Engine:
         res = self._residual(views, k, fwd.rates, batch)
         return SteadyState(rates=rates, deviations=[r - y for r, y in zip(rates, fwd.rates[1:])],
                            converged=np.ones(batch, dtype=bool), residual=res, time=float(duration), target=target,
-                           engine=self.name, precise_deviations=False)
+                           engine=self.name, precise_deviations=False, forward=fwd)
 
     def simulate(self, x, target=None, *, duration: float | None = None, n_points: int = 201,
                  start: str = "free") -> Trajectory:
@@ -282,7 +282,7 @@ class Brian2Engine:
         if np.any(spec.gamma <= 0):
             raise ValueError(f"gamma: the local rule divides by the couplings, expected gamma > 0, "
                              f"got {spec.gamma.tolist()}")
-        fwd = net.forward(x)
+        fwd = state.forward_for(x)
         scales = [np.prod(1.0 / spec.gamma[i:]) for i in range(spec.depth)]
         presynaptic = [x] + state.rates[:-1]
         errors = []

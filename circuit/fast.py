@@ -28,6 +28,7 @@ import numpy as np
 import scipy.linalg
 from scipy.integrate import solve_ivp
 
+import models
 from models.network import lu_checked
 
 from .plasticity import updates_from_errors
@@ -84,8 +85,8 @@ class FastEngine:
         x, _ = scipy.linalg.lapack.dgetrs(lu, piv, u.T, trans=1)
         return x.T
 
-    def _prepare(self, x) -> _Prepared:
-        fwd = self.spec.network.forward(x)
+    def _prepare(self, x, fwd=None) -> _Prepared:
+        fwd = self.spec.network.forward(x) if fwd is None else fwd
         kappa = self.spec.relative_couplings(fwd.derivatives)
         k = [g * kp for g, kp in zip(self.spec.gamma, kappa)]
         return _Prepared(fwd.rates[0], fwd.rates, fwd.preactivations, fwd.derivatives, kappa, k)
@@ -206,8 +207,9 @@ class FastEngine:
     def _state(self, p, z, res, converged, target, time=float("nan")) -> SteadyState:
         dev = [zi / s for zi, s in zip(z, self.scales)]
         rates = [y + d for y, d in zip(p.y[1:], dev)]
+        fwd = models.ForwardPass(p.y, p.h0, p.a)
         return SteadyState(rates=rates, deviations=dev, converged=converged, residual=res, time=time,
-                           target=target, engine=self.name, scaled=z)
+                           target=target, engine=self.name, scaled=z, forward=fwd)
 
     def _rhs(self, p, target, shapes):
         sizes = [int(np.prod(s)) for s in shapes]
@@ -356,7 +358,7 @@ class FastEngine:
         if state.scaled is None:
             raise ValueError("state: expected a nudged steady state of the fast engine (settle_nudged)")
         x, _ = check_batch(self.spec, x)
-        p = self._prepare(x)
+        p = self._prepare(x, state.forward_for(x))
         act = self.spec.network.activation
         z = state.scaled
         errors = []

@@ -44,6 +44,15 @@ class SteadyState:
     precise_deviations: bool = True
     engine: str = ""
     scaled: list | None = None  # engine-internal scaled deviations (fast engine)
+    forward: object = None      # the free phase it was nudged from (models.ForwardPass), reused by plasticity
+
+    def forward_for(self, x):
+        """The stored free phase, after checking that ``x`` is the input the state was settled for."""
+        if self.forward is None:
+            raise ValueError("state: expected a nudged steady state (settle_nudged or settle_noisy)")
+        if not np.array_equal(self.forward.rates[0], x):
+            raise ValueError("x: expected the input batch this state was settled for; settle again for a new batch")
+        return self.forward
 
 
 @dataclass

@@ -53,6 +53,8 @@ def test_nudged_phase_shapes_residual_and_updates(engine_factory, mode):
     assert [r.shape for r in state.rates] == [(3, n) for n in spec.widths[1:]]
     assert state.precise_deviations == (engine_factory.name == "fast")
     dW, db = engine.plasticity(state, x)
+    with pytest.raises(ValueError, match="x: expected the input batch this state was settled for"):
+        engine.plasticity(state, x + 1.0)
     assert [d.shape for d in dW] == [w.shape for w in net.weights]
     assert [d.shape for d in db] == [b.shape for b in net.biases]
     # deterministic
