@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["prepare_out", "write_summary", "provenance", "Progress", "tune_allocator", "blas_threads"]
+__all__ = ["prepare_out", "write_summary", "provenance", "Progress", "tune_allocator", "blas_threads",
+           "compare_with_reference"]
 
 #: BLAS threads during training steps.  At batch 60 each product is ~1 ms of work; on the
 #: 2-core machine this project is benchmarked on, waking a second BLAS thread for every
@@ -106,3 +107,22 @@ def blas_threads(n: int | None):
     from threadpoolctl import threadpool_limits
 
     return threadpool_limits(limits=n, user_api="blas")
+
+
+def compare_with_reference(spec, state, dW, reference, ref_dW, bp) -> list:
+    """Per layer: the circuit's targets ((r - y)/k on units with feedback) and local-rule updates
+    against the discrete rule (``reference``: models.Targets, ``ref_dW``), and the cosine with BP."""
+    from analysis.metrics import cosine, relative_error
+
+    k = spec.couplings(state.forward.derivatives)
+    rows = []
+    for i in range(spec.depth):
+        mask = spec.feedback_mask(i + 1)
+        rows.append({
+            "layer": i + 1,
+            "rel_error_target": relative_error(state.deviations[i][:, mask] / k[i][:, mask],
+                                               reference.deviations[i][:, mask]),
+            "rel_error_update": relative_error(dW[i], ref_dW[i]),
+            "cosine_bp": cosine(dW[i], bp[i]),
+        })
+    return rows

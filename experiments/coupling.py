@@ -20,10 +20,9 @@ import numpy as np
 
 import circuit
 import models
-from analysis.metrics import cosine, relative_error
 from analysis.plots import use_agg
 
-from .common import write_summary
+from .common import compare_with_reference, write_summary
 from .sweep import run_points
 
 DESCRIPTION = __doc__
@@ -66,19 +65,9 @@ def measure_point(point: dict) -> dict:
     reference = models.compute_targets(net, fwd, target, point["mode"], gammas)
     ref, _ = models.target_updates(net, reference)
     bp, _ = models.backprop(net, fwd, target)
-    k = spec.couplings(fwd.derivatives)
     lam = float(np.max(engine.stability(x, state)))
     settle = settle_time(engine, x, target, state, lam)
-    layers = []
-    for i in range(L):
-        mask = spec.feedback_mask(i + 1)
-        layers.append({
-            "layer": i + 1,
-            "rel_error_target": relative_error(state.deviations[i][:, mask] / k[i][:, mask],
-                                               reference.deviations[i][:, mask]),
-            "rel_error_update": relative_error(dW[i], ref[i]),
-            "cosine_bp": cosine(dW[i], bp[i]),
-        })
+    layers = compare_with_reference(spec, state, dW, reference, ref, bp)
     return {"diverged": False, "converged": bool(np.all(state.converged)), "stability": lam,
             "settle_time_tau": settle, "layers": layers}
 

@@ -16,11 +16,11 @@ import numpy as np
 
 import circuit
 import models
-from analysis.metrics import cosine, relative_error
+from analysis.metrics import cosine
 from analysis.plots import scatter_updates, use_agg
 from circuit.brian import equations
 
-from .common import Progress, write_summary
+from .common import Progress, compare_with_reference, write_summary
 from .datasets import load_embedded
 
 DESCRIPTION = __doc__
@@ -66,17 +66,12 @@ def run(args, out):
         state = engine.settle_nudged(x, target, on_failure="mask")
         dW, _ = engine.plasticity(state, x)
         updates[name] = dW
-        for i in range(net.depth):
-            mask = spec.feedback_mask(i + 1)
+        for layer, row in enumerate(compare_with_reference(spec, state, dW, reference, ref_dW, bp)):
             rows.append({
-                "engine": name, "layer": i + 1,
-                "rel_error_target": relative_error(state.deviations[i][:, mask] / k[i][:, mask],
-                                                   reference.deviations[i][:, mask]),
-                "rel_error_update_vs_gait": relative_error(dW[i], ref_dW[i]),
-                "cosine_circuit_bp": cosine(dW[i], bp[i]),
-                "cosine_gait_bp": cosine(ref_dW[i], bp[i]),
-                "settle_time_tau": state.time,
-                "max_residual": float(np.max(state.residual)),
+                "engine": name, "layer": row["layer"], "rel_error_target": row["rel_error_target"],
+                "rel_error_update_vs_gait": row["rel_error_update"], "cosine_circuit_bp": row["cosine_bp"],
+                "cosine_gait_bp": cosine(ref_dW[layer], bp[layer]),
+                "settle_time_tau": state.time, "max_residual": float(np.max(state.residual)),
             })
         progress.step(f"{name}: settled, residual {np.max(state.residual):.1e}")
     print("\nBrian2 equations of every layer (generated from the specification; tau = "

@@ -16,10 +16,10 @@ import numpy as np
 
 import circuit
 import models
-from analysis.metrics import cosine, loglog_slope, relative_error
+from analysis.metrics import loglog_slope
 from analysis.plots import use_agg
 
-from .common import Progress, write_summary
+from .common import Progress, compare_with_reference, write_summary
 
 DESCRIPTION = __doc__
 
@@ -42,19 +42,9 @@ def measure(net, x, target, gamma, mode, engine_name, **engine_options):
     ref_targets = models.compute_targets(net, fwd, target, mode, gamma)
     ref, _ = models.target_updates(net, ref_targets)
     bp, _ = models.backprop(net, fwd, target)
-    k = spec.couplings(fwd.derivatives)
-    rows = []
-    for i in range(net.depth):
-        mask = spec.feedback_mask(i + 1)
-        est = state.deviations[i][:, mask] / k[i][:, mask]
-        rows.append({
-            "layer": i + 1,
-            "rel_error_target": relative_error(est, ref_targets.deviations[i][:, mask]),
-            "rel_error_update": relative_error(dW[i], ref[i]),
-            "cosine_bp": cosine(dW[i], bp[i]),
-            "converged_fraction": float(np.mean(state.converged)),
-            "settle_time_tau": state.time,
-        })
+    rows = compare_with_reference(spec, state, dW, ref_targets, ref, bp)
+    for row in rows:
+        row.update({"converged_fraction": float(np.mean(state.converged)), "settle_time_tau": state.time})
     return rows
 
 
