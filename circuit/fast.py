@@ -347,6 +347,89 @@ class FastEngine:
         res = self._map(p, z, target, gauss_seidel=False)[1].max(axis=1)
         return self._state(p, z, res, np.ones(x.shape[0], dtype=bool), target, float(duration))
 
+    def settle_rounded(self, x, target, dtype="float32", *, max_sweeps: int | None = None,
+                       max_tau: float = 5000.0, on_failure: str = "raise") -> SteadyState:
+        """Nudged phase of a circuit that stores its rates in ``dtype`` ("float32" or "float64").
+
+        Every quantity of the absolute-rate dynamics (weights, rates, potentials, the
+        feedback's inverse weights) is rounded to ``dtype``: the free phase is the forward
+        pass in that precision, the nudged phase its top-down Gauss-Seidel sweeps (damped
+        Euler steps of tau/2 if those stall), run until the rates stop changing at that
+        precision.  The deviations are differences of rounded rates, so a layer whose
+        deviation ~gamma^(L-l+1) falls below the rounding of its rates loses its learning
+        signal: what a float32 simulator or a limited-precision device would see.  The
+        returned state feeds :meth:`plasticity` like any other.
+        """
+        self._require_scales()
+        x, target = check_batch(self.spec, x, target)
+        dt = np.dtype(dtype)
+        if dt not in (np.float32, np.float64):
+            raise ValueError(f"dtype: expected 'float32' or 'float64', got {dtype!r}")
+        eps = float(np.finfo(dt).eps)
+        net, act, L = self.spec.network, self.spec.network.activation, self.spec.depth
+        p = self._prepare(x)
+        w = [wi.astype(dt) for wi in net.weights]
+        b = [bi.astype(dt) for bi in net.biases]
+        lu = {i: scipy.linalg.lu_factor(w[i], check_finite=False) for i in range(1, L)}
+        k = [ki.astype(dt) for ki in p.k]
+        t = target.astype(dt)
+
+        def phi(r_below, i):
+            return act.f(r_below[:, : w[i].shape[0]] @ w[i].T + b[i]).astype(dt)
+
+        def layer(r, i):  # new rate of layer l = i+1 from its neighbours
+            if i == L - 1:
+                psi = t
+            else:
+                psi = np.zeros_like(r[i + 1])
+                u = (act.inverse(r[i + 2]).astype(dt) - b[i + 1])
+                psi[:, : w[i + 1].shape[0]] = scipy.linalg.lu_solve(lu[i + 1], u.T, check_finite=False).T
+            return ((1 - k[i]) * phi(r[i], i) + k[i] * psi).astype(dt)
+
+        free = [x.astype(dt)]
+        for i in range(L):
+            free.append(phi(free[-1], i))
+        r = list(free)
+        batch = x.shape[0]
+        change = np.full(batch, np.inf)
+
+        def moved(old, new):  # per sample, in units of the rounding of the layer's rates
+            size = np.maximum(np.abs(new).max(axis=1), np.finfo(dt).tiny)
+            return np.abs(new - old).max(axis=1) / (eps * size)
+
+        sweeps, best, stalled, time = 0, np.inf, 0, float("nan")
+        for sweeps in range(1, (max_sweeps or self.max_sweeps) + 1):  # noqa: B007
+            change = np.zeros(batch)
+            for i in range(L - 1, -1, -1):
+                new = layer(r, i)
+                change = np.maximum(change, moved(r[i + 1], new))
+                r[i + 1] = new
+            _check_finite(change, "nudged phase (rounded)", self, x)
+            if change.max() <= 4.0:
+                break
+            stalled = stalled + 1 if change.max() > 0.5 * best else 0
+            best = min(best, change.max())
+            if stalled >= 5:  # strong coupling: follow the dynamics instead
+                for n in range(1, int(max_tau / 0.5) + 1):
+                    new = [ri + (0.5 * (layer(r, i) - ri)).astype(dt) for i, ri in enumerate(r[1:])]
+                    change = np.max([moved(a, c) for a, c in zip(r[1:], new)], axis=0)
+                    r = [r[0]] + new
+                    if not np.all(np.isfinite(change)) or max(np.abs(ri).max() for ri in r[1:]) > 1e12:
+                        raise DivergenceError("nudged phase (rounded): the rates blew up within "
+                                              f"{0.5 * n:g} tau; " + divergence_message(
+                                                  self.spec, largest_real_eigenvalue(self.spec, x)))
+                    if change.max() <= 4.0:
+                        break
+                time = 0.5 * n
+                break
+        dev = [(ri - fi).astype(np.float64) for ri, fi in zip(r[1:], free[1:])]
+        state = SteadyState(rates=[ri.astype(np.float64) for ri in r[1:]], deviations=dev,
+                            converged=change <= 4.0, residual=change * eps, time=time, target=target,
+                            engine=f"{self.name} ({dt.name})", precise_deviations=False,
+                            scaled=[d * s for d, s in zip(dev, self.scales)],
+                            forward=models.ForwardPass(p.y, p.h0, p.a))
+        return finish(state, on_failure, f"nudged phase ({dt.name})", 4.0 * eps)
+
     def plasticity(self, state: SteadyState, x) -> tuple[list, list]:
         """Local rule at the nudged steady state: (dW, db) per unit learning rate.
 

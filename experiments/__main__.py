@@ -14,6 +14,7 @@ EXPERIMENTS = {
     "demo": "the main job: a small circuit settles (free, nudged) and its local rule gives the GAIT-prop update",
     "equilibrium": "the circuit's steady-state targets and updates against the discrete reference, over gamma",
     "coupling": "how strong must the feedback be: error, cosine, settle time and stability over gamma",
+    "coupling_learning": "learning by the circuit: test accuracy against the coupling gamma and the neural noise",
     "train": "train a network with BP, TP, ITP or GAIT-prop on MNIST, Fashion-MNIST or KMNIST",
     "fig2": "Fig. 2: BP, TP, GAIT accuracy against depth, across datasets, and in a linear network",
     "fig3": "Fig. 3: full-width against reduced-width networks with auxiliary units",

@@ -2,16 +2,20 @@
 
 A sweep over gamma (log grid 1e-4 .. 0.5), the layer-wise schedule ("uniform"; "output":
 gamma at the output with strong inversion, 0.9, below; "geometric": growing 4x per layer
-downwards), the coupling mode (ITP, GAIT), the depth and additive white noise in the rate
-dynamics (Euler-Maruyama, time-averaged readout over 150 tau after the transient).  Per
-point and layer: relative
-error of the circuit's targets and updates against the exact discrete rule with the same
-per-layer couplings, cosine of the update with BP, the settle time (tau, to 1e-3 of each
-layer's steady deviation), the stability margin (largest real eigenvalue of the
-linearised circuit at the steady state) and whether it converged or diverged.
-Orthogonal weights, width 30, Gaussian inputs, random one-hot targets.  Points run in a
-process pool (or a Dask cluster: --scheduler) and are written to points.jsonl as they
-finish (a rerun resumes).  float32 is not swept yet.
+downwards), the coupling mode (ITP, GAIT), the depth, additive white noise in the rate
+dynamics (Euler-Maruyama, time-averaged readout over 150 tau after the transient) and the
+floating-point precision of the rates ("exact": the fast engine's scaled deviation
+coordinates; "float64", "float32": a circuit that stores absolute rates in that precision,
+noiseless points only).  Per point and layer: relative error of the circuit's targets and
+updates against the exact discrete rule with the same per-layer couplings, cosine of the
+update with BP, the settle time (tau, to 1e-3 of each layer's steady deviation), the
+stability margin (largest real eigenvalue of the linearised circuit at the steady state)
+and whether it converged or diverged.  A stability map (largest eigenvalue at the free
+phase over output gamma and the strength of the inversion below it) shows where the
+output-only schedule becomes unstable.  Orthogonal weights, width 30, Gaussian inputs,
+random one-hot targets.  Points run in a process pool (or a Dask cluster: --scheduler)
+and are written to points.jsonl as they finish (a rerun resumes).  Accuracy of circuit
+training against gamma and noise: ``python -m experiments coupling_learning``.
 """
 
 from __future__ import annotations
@@ -26,15 +30,21 @@ from .common import compare_with_reference, write_summary
 from .sweep import run_points
 
 DESCRIPTION = __doc__
+PRECISIONS = ("exact", "float64", "float32")
 
 
 def add_arguments(parser):
     parser.add_argument("--width", type=int, default=30)
+    parser.add_argument("--n-gammas", type=int, default=13, help="points of the log gamma grid 1e-4..0.5 (default 13)")
     parser.add_argument("--depths", default="3,5", help="numbers of layers L (default 3,5)")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--noise", default="0,1e-8,1e-6,1e-4", help="noise strengths (default 0,1e-8,1e-6,1e-4)")
     parser.add_argument("--schedules", default=",".join(circuit.SCHEDULES))
     parser.add_argument("--modes", default=",".join(circuit.MODES))
+    parser.add_argument("--precisions", default=",".join(PRECISIONS),
+                        help="exact (deviation coordinates), float64, float32 (absolute rates); default all")
+    parser.add_argument("--strengths", default="0.1,0.3,0.5,0.7,0.8,0.9,0.95,0.99",
+                        help="inversion strengths below the output for the stability map (output-only schedule)")
     parser.add_argument("--workers", type=int, default=None, help="processes (default: one per core)")
     parser.add_argument("--scheduler", help="HOST:PORT of a Dask distributed scheduler to run the points on")
     parser.add_argument("--seed", type=int, default=0)
@@ -48,14 +58,22 @@ def measure_point(point: dict) -> dict:
     x = rng.standard_normal((batch, width))
     fwd = net.forward(x)
     target = models.constructed_target("quadratic", fwd.rates[-1], rng.integers(0, net.n_out, batch), net.n_out)
-    gammas = circuit.coupling_schedule(point["schedule"], point["gamma"], L)
+    gammas = circuit.coupling_schedule(point["schedule"], point["gamma"], L, strong=point.get("strong", 0.9))
     spec = circuit.build_circuit(net, gammas, point["mode"])
     engine = circuit.FastEngine(spec)
     try:
         state = engine.settle_nudged(x, target, on_failure="mask")
     except circuit.DivergenceError:
         return {"diverged": True, "converged": False, "layers": []}
-    if point.get("noise", 0.0) > 0:
+    if point.get("kind") == "map":  # stability map: only whether and how stably it settles
+        return {"diverged": False, "converged": bool(np.all(state.converged)),
+                "stability": float(np.max(engine.stability(x, state))), "layers": []}
+    if point.get("precision", "exact") != "exact":
+        try:
+            state = engine.settle_rounded(x, target, point["precision"], on_failure="mask")
+        except circuit.DivergenceError:
+            return {"diverged": True, "converged": False, "layers": []}
+    elif point.get("noise", 0.0) > 0:
         # average after the transient: ~10 time constants of the slowest mode at the steady state
         slowest = float(np.max(engine.stability(x, state)))
         start = min(max(50.0, 10.0 / max(-slowest, 1e-3)), 2000.0)
@@ -90,38 +108,55 @@ def settle_time(engine, x, target, state, lam: float, tol: float = 1e-3) -> floa
 
 
 def run(args, out):
-    gammas = [1e-4, 1e-2, 0.5] if args.quick else [float(g) for g in np.logspace(-4, np.log10(0.5), 13)]
+    gammas = [1e-4, 1e-2, 0.5] if args.quick else [float(g) for g in np.logspace(-4, np.log10(0.5), args.n_gammas)]
     depths = [3] if args.quick else [int(d) for d in args.depths.split(",")]
     width, batch = (12, 4) if args.quick else (args.width, args.batch)
     noises = [0.0, 1e-4] if args.quick else [float(v) for v in args.noise.split(",")]
     schedules, modes = args.schedules.split(","), args.modes.split(",")
-    points = [{"schedule": s, "mode": m, "depth": L, "gamma": g, "noise": v, "width": width, "batch": batch,
-               "seed": args.seed}
-              for s in schedules for m in modes for L in depths for g in gammas for v in noises
-              if not (args.quick and v > 0 and s != "uniform")]  # quick: noise on the uniform schedule only
+    precisions = ["exact", "float32"] if args.quick else args.precisions.split(",")
+    for name, values, allowed in (("schedules", schedules, circuit.SCHEDULES), ("modes", modes, circuit.MODES),
+                                  ("precisions", precisions, PRECISIONS)):
+        if set(values) - set(allowed):
+            raise ValueError(f"--{name}: expected a comma-separated subset of {list(allowed)}, got {values}")
+    points = [{"schedule": s, "mode": m, "depth": L, "gamma": g, "noise": v, "precision": pr, "width": width,
+               "batch": batch, "seed": args.seed}
+              for s in schedules for m in modes for L in depths for g in gammas for v in noises for pr in precisions
+              if (v == 0 or pr == "exact")  # rounding is studied without noise
+              and not (args.quick and (v > 0 or pr != "exact") and (s != "uniform" or m != "gait"))]
+    strengths = [0.5, 0.9] if args.quick else [float(k) for k in args.strengths.split(",")]
+    points += [{"kind": "map", "schedule": "output", "strong": k, "mode": "gait", "depth": L, "gamma": g,
+                "width": width, "batch": batch, "seed": args.seed} for L in depths for k in strengths for g in gammas]
     records = run_points(points, measure_point, out / "points.jsonl", workers=args.workers, label="coupling",
                          scheduler=args.scheduler)
-    rows, failed = [], []
+    rows, stability_map, failed = [], [], []
     for rec in records:
         if "error" in rec:
             failed.append(rec)
             continue
         p, r = rec["point"], rec["result"]
+        if p.get("kind") == "map":
+            stability_map.append({k: p[k] for k in ("depth", "gamma", "strong")} | {
+                k: r.get(k) for k in ("diverged", "converged", "stability")})
+            continue
         missing = {"layer": None, "rel_error_target": None, "rel_error_update": None, "cosine_bp": None}
         for layer in r["layers"] or [missing]:
-            rows.append({**{k: p[k] for k in ("schedule", "mode", "depth", "gamma", "noise")}, **layer,
+            rows.append({**{k: p[k] for k in ("schedule", "mode", "depth", "gamma", "noise", "precision")}, **layer,
                          "diverged": r["diverged"], "converged": r["converged"],
                          "stability": r.get("stability"), "settle_time_tau": r.get("settle_time_tau")})
-    clean = [r for r in rows if r["noise"] == 0]
+    clean = [r for r in rows if r["noise"] == 0 and r["precision"] == "exact"]
     plot(clean, depths, out)
-    best = plot_noise(rows, depths, noises, out)
+    best = best_gammas(rows)
+    plot_noise(rows, best, depths, noises, out)
+    plot_precision(rows, depths, out)
+    plot_stability(clean, stability_map, depths, out)
     print_table(clean, depths)
-    print("\nuniform GAIT, deepest layer: the gamma with the smallest update error, by noise strength")
+    print("\ndeepest layer: the gamma with the smallest update error, by noise (exact) or precision (noiseless)")
     for b in best:
-        print(f"  noise {b['noise']:.0e}: best gamma {b['gamma']:.1e} (error {b['rel_error_update']:.1e}, "
-              f"cosine with BP {b['cosine_bp']:+.4f})")
-    write_summary(out, "coupling", {**vars(args), "gammas": gammas, "depths": depths, "noises": noises}, rows=rows,
-                  best_gamma_by_noise=best, failed_points=failed)
+        print(f"  {b['schedule']:>9} {b['mode']:>4} L={b['depth']} noise {b['noise']:.0e} {b['precision']:>7}: "
+              f"best gamma {b['gamma']:.1e} (error {b['rel_error_update']:.1e}, cosine with BP {b['cosine_bp']:+.4f})")
+    write_summary(out, "coupling", {**vars(args), "gammas": gammas, "depths": depths, "noises": noises,
+                                    "precisions": precisions}, rows=rows, best_gamma=best,
+                  stability_map=stability_map, failed_points=failed)
 
 
 def print_table(rows, depths):
@@ -168,31 +203,132 @@ def plot(rows, depths, out):
     plt.close(fig)
 
 
-def plot_noise(rows, depths, noises, out) -> list:
-    """Error of the deepest layer against gamma for each noise level (uniform GAIT); the best gamma."""
+def best_gammas(rows) -> list:
+    """Per (schedule, mode, depth, noise, precision): the gamma with the smallest deepest-layer update error."""
+    groups = {}
+    for r in rows:
+        if r["layer"] == 1 and not r["diverged"] and r["rel_error_update"] is not None:
+            groups.setdefault(tuple(r[k] for k in ("schedule", "mode", "depth", "noise", "precision")), []).append(r)
+    best = []
+    for key, sel in sorted(groups.items()):
+        b = min(sel, key=lambda r: r["rel_error_update"])
+        best.append({**dict(zip(("schedule", "mode", "depth", "noise", "precision"), key)), "gamma": b["gamma"],
+                     "rel_error_update": b["rel_error_update"], "cosine_bp": b["cosine_bp"],
+                     "at_grid_edge": b["gamma"] in (min(r["gamma"] for r in sel), max(r["gamma"] for r in sel))})
+    return best
+
+
+def _curve(rows, **where):
+    sel = [r for r in rows if r["layer"] == 1 and not r["diverged"] and all(r[k] == v for k, v in where.items())]
+    return sorted(sel, key=lambda r: r["gamma"])
+
+
+def plot_noise(rows, best, depths, noises, out):
+    """Error of the deepest layer against gamma per noise level (uniform GAIT); best gamma against noise."""
     plt = use_agg()
     L = max(depths)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    best = []
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     for c, noise in enumerate(noises):
-        sel = sorted((r for r in rows if r["schedule"] == "uniform" and r["mode"] == "gait" and r["depth"] == L
-                      and r["layer"] == 1 and r["noise"] == noise and not r["diverged"]), key=lambda r: r["gamma"])
-        if not sel:
-            continue
-        g = [r["gamma"] for r in sel]
-        axes[0].loglog(g, [r["rel_error_update"] for r in sel], marker="o", ms=3, color=f"C{c}",
-                       label=f"noise {noise:g}")
-        axes[1].semilogx(g, [r["cosine_bp"] for r in sel], marker="o", ms=3, color=f"C{c}")
-        b = min(sel, key=lambda r: r["rel_error_update"])
-        best.append({"noise": noise, "gamma": b["gamma"], "rel_error_update": b["rel_error_update"],
-                     "cosine_bp": b["cosine_bp"]})
-    axes[0].set_ylabel(f"layer-1 update error vs discrete GAIT (L = {L})")
+        sel = _curve(rows, schedule="uniform", mode="gait", depth=L, noise=noise, precision="exact")
+        if sel:
+            g = [r["gamma"] for r in sel]
+            axes[0].loglog(g, [r["rel_error_update"] for r in sel], marker="o", ms=3, color=f"C{c}",
+                           label=f"noise {noise:g}")
+            axes[1].semilogx(g, [r["cosine_bp"] for r in sel], marker="o", ms=3, color=f"C{c}")
+    for c, (schedule, mode) in enumerate((s, m) for s in circuit.SCHEDULES for m in circuit.MODES):
+        for depth, marker in zip(depths, "os^v"):
+            sel = sorted((b for b in best if b["schedule"] == schedule and b["mode"] == mode and b["depth"] == depth
+                          and b["precision"] == "exact" and b["noise"] > 0), key=lambda b: b["noise"])
+            if sel:
+                axes[2].loglog([b["noise"] for b in sel], [b["gamma"] for b in sel], marker=marker, ms=4,
+                               color=f"C{c}", label=f"{schedule} {mode} L={depth}")
+    noisy = [v for v in noises if v > 0]
+    if noisy:
+        v = np.array([min(noisy), max(noisy)])
+        for depth, ls in zip(depths, (":", "-.", "--")):
+            axes[2].loglog(v, 0.3 * (v / v[-1]) ** (1 / (depth + 1)), ls, color="k", lw=0.8,
+                           label=f"slope 1/(L+1), L={depth}")
+    axes[0].set_ylabel(f"layer-1 update error vs discrete GAIT (uniform, L = {L})")
     axes[1].set_ylabel("layer-1 cosine with BP")
-    for ax in axes:
+    for ax in axes[:2]:
         ax.set_xlabel("coupling gamma (uniform)")
+    axes[2].set_xlabel("noise strength")
+    axes[2].set_ylabel("best output gamma (smallest layer-1 error)")
     axes[0].legend(fontsize=7)
-    fig.suptitle("bias at large gamma, noise at small gamma")
+    axes[2].legend(fontsize=6)
+    fig.suptitle("bias at large gamma, noise at small gamma: the best coupling grows with the noise")
     fig.tight_layout()
     fig.savefig(out / "coupling_noise.png", dpi=110)
     plt.close(fig)
-    return best
+
+
+def plot_precision(rows, depths, out):
+    """Noiseless layer-1 error against gamma for exact, float64 and float32 rates (uniform GAIT)."""
+    plt = use_agg()
+    fig, axes = plt.subplots(1, len(depths), figsize=(5 * len(depths), 4), squeeze=False)
+    for ax, depth in zip(axes[0], depths):
+        for c, precision in enumerate(PRECISIONS):
+            sel = _curve(rows, schedule="uniform", mode="gait", depth=depth, noise=0.0, precision=precision)
+            if sel:
+                ax.loglog([r["gamma"] for r in sel], [max(r["rel_error_update"], 1e-17) for r in sel], marker="o",
+                          ms=3, color=f"C{c}", label=precision)
+        ax.set_title(f"L = {depth}")
+        ax.set_xlabel("coupling gamma (uniform)")
+        ax.set_ylabel("layer-1 update error vs discrete GAIT")
+        ax.legend(fontsize=7)
+    fig.suptitle("rounding: absolute rates lose the deepest layer's signal ~eps / gamma^L")
+    fig.tight_layout()
+    fig.savefig(out / "coupling_precision.png", dpi=110)
+    plt.close(fig)
+
+
+def plot_stability(rows, stability_map, depths, out):
+    """Stability margin against gamma per schedule; where the output-only schedule diverges."""
+    plt = use_agg()
+    fig, axes = plt.subplots(1, 1 + len(depths), figsize=(5 * (1 + len(depths)), 4))
+    for c, schedule in enumerate(circuit.SCHEDULES):
+        for depth, ls in zip(depths, ("-", "--", ":")):
+            sel = sorted((r for r in rows if r["schedule"] == schedule and r["mode"] == "gait" and r["depth"] == depth
+                          and r["layer"] in (1, None)), key=lambda r: r["gamma"])
+            ok = [r for r in sel if not r["diverged"]]
+            axes[0].semilogx([r["gamma"] for r in ok], [r["stability"] for r in ok], ls, marker="o", ms=3,
+                             color=f"C{c}", label=f"{schedule} L={depth}")
+            bad = [r["gamma"] for r in sel if r["diverged"]]
+            axes[0].semilogx(bad, [0.02] * len(bad), "x", color=f"C{c}", ms=7)
+    axes[0].axhline(0, color="k", lw=0.6)
+    axes[0].set_xlabel("output coupling gamma")
+    axes[0].set_ylabel("largest real eigenvalue at steady state (1/tau)")
+    axes[0].set_title("GAIT mode; x = diverged")
+    axes[0].legend(fontsize=7)
+    for ax, depth in zip(axes[1:], depths):
+        sel = [m for m in stability_map if m["depth"] == depth]
+        if not sel:
+            continue
+        gammas, strong = sorted({m["gamma"] for m in sel}), sorted({m["strong"] for m in sel})
+        lam = np.full((len(strong), len(gammas)), np.nan)
+        for m in sel:
+            if not m["diverged"]:
+                lam[strong.index(m["strong"]), gammas.index(m["gamma"])] = m["stability"]
+        mesh = ax.pcolormesh(_edges(gammas, log=True), _edges(strong), lam, cmap="viridis")
+        for m in sel:
+            if m["diverged"]:
+                ax.plot(m["gamma"], m["strong"], "rx", ms=6)
+        ax.set_xscale("log")
+        ax.set_xlabel("output gamma")
+        ax.set_ylabel("inversion strength below the output")
+        ax.set_title(f"output-only schedule, GAIT, L = {depth}: x = diverged", fontsize=9)
+        fig.colorbar(mesh, ax=ax, label="largest real eigenvalue at steady state (1/tau)")
+    fig.tight_layout()
+    fig.savefig(out / "coupling_stability.png", dpi=110)
+    plt.close(fig)
+
+
+def _edges(centres, log=False):
+    """Cell edges around sorted grid centres (geometric midpoints when ``log``)."""
+    c = np.log10(centres) if log else np.asarray(centres, dtype=float)
+    if len(c) == 1:
+        e = np.array([c[0] - 0.5, c[0] + 0.5])
+    else:
+        mid = (c[1:] + c[:-1]) / 2
+        e = np.concatenate([[2 * c[0] - mid[0]], mid, [2 * c[-1] - mid[-1]]])
+    return 10**e if log else e

@@ -8,6 +8,9 @@ what is missing.  ``arch`` is "sq<H>" (784 wide, H hidden layers, leaky ReLU), "
 
 from __future__ import annotations
 
+import json
+import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +43,8 @@ def add_grid_arguments(parser, datasets_default: str):
     parser.add_argument("--runs", default="results/runs", help="directory of the individual runs (shared)")
     parser.add_argument("--data-dir")
     parser.add_argument("--no-download", action="store_true")
+    parser.add_argument("--tabulate-only", action="store_true",
+                        help="train nothing: tabulate the runs already finished in --runs and list the missing ones")
 
 
 def run_grid(args, cells: list, name: str) -> list:
@@ -47,9 +52,18 @@ def run_grid(args, cells: list, name: str) -> list:
     quick = args.quick
     runs = Path(args.out) / "runs" if quick else Path(args.runs)  # quick runs never mix with real ones
     cache = {}
-    rows = []
+    rows, missing = [], []
     progress = Progress(name, len(cells))
     for panel, dataset, arch, rule, seed in cells:
+        if getattr(args, "tabulate_only", False):
+            cfg = arch_config(arch, rule, dataset, seed, args.epochs)
+            result = finished_run(runs / f"{dataset}-{rule}-{arch}-s{seed}", cfg)
+            if result is None:
+                missing.append(f"{dataset}-{rule}-{arch}-s{seed}")
+            else:
+                rows.append({"panel": panel, "dataset": dataset, "arch": arch, "rule": rule, "seed": seed,
+                             "epochs": cfg.epochs, "run": str(runs / f"{dataset}-{rule}-{arch}-s{seed}"), **result})
+            continue
         if dataset not in cache:
             data = load_dataset(dataset, args.data_dir, allow_download=not args.no_download)
             if quick:  # a few batches of the embedded subset
@@ -61,7 +75,22 @@ def run_grid(args, cells: list, name: str) -> list:
         rows.append({"panel": panel, "dataset": dataset, "arch": arch, "rule": rule, "seed": seed,
                      "epochs": cfg.epochs, "run": str(run_dir), **result})
         progress.step(f"{dataset} {rule} {arch} seed {seed}")
+    if missing:
+        print(f"[{name}] --tabulate-only: {len(missing)} of {len(cells)} runs not finished in {runs}, left out: "
+              + ", ".join(missing), file=sys.stderr)
     return rows
+
+
+def finished_run(run_dir: Path, cfg: TrainConfig) -> dict | None:
+    """The results of a run in ``run_dir`` that finished with exactly ``cfg``; None otherwise."""
+    path = run_dir / "summary.json"
+    if not path.exists():
+        return None
+    summary = json.loads(path.read_text())
+    if {**asdict(TrainConfig()), **summary["config"]} != asdict(cfg):
+        return None
+    return {k: summary[k] for k in ("peak_test_accuracy", "final_test_accuracy", "peak_train_accuracy",
+                                    "final_train_accuracy", "seconds_per_epoch", "evaluation_overhead")}
 
 
 def table(rows: list, keys=("panel", "dataset", "arch", "rule")) -> list:

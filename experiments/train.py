@@ -17,6 +17,7 @@ import json
 import os
 import sys
 import time
+import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -33,6 +34,10 @@ DESCRIPTION = __doc__
 RULE_DEFAULTS = {"bp": {"lr": 1e-4, "regulariser": 0.0}, "gait": {"lr": 1e-4, "regulariser": 0.1},
                  "itp": {"lr": 1e-4, "regulariser": 0.1}, "tp": {"lr": 1e-5, "regulariser": 1000.0}}
 EVAL_TRAIN_SAMPLES = 5000
+# noisy circuit training: Euler-Maruyama steps of NOISY_DT tau for NOISY_DURATION tau from the free phase, readout
+# = the average after NOISY_AVERAGE_FROM tau (the Euler fixed point is the steady state itself, so the step only
+# shapes the noise, not the mean; Euler is stable for the circuit's eigenvalues in [-2, 0)/tau up to 1 tau)
+NOISY_DT, NOISY_DURATION, NOISY_AVERAGE_FROM = 0.25, 120.0, 20.0
 
 
 @dataclass
@@ -52,6 +57,8 @@ class TrainConfig:
     adam: str = "published"
     n_out: int = 10
     engine: str = "discrete"
+    schedule: str = "uniform"   # circuit engine: layer-wise coupling schedule (gamma is the output's)
+    noise: float = 0.0          # circuit engine: white-noise strength in the rate dynamics
 
     def resolved(self) -> "TrainConfig":
         """Fill lr and regulariser from the rule's paper defaults."""
@@ -80,6 +87,12 @@ def add_arguments(parser):
     parser.add_argument("--engine", choices=("discrete", "circuit"), default="discrete",
                         help="circuit: every update comes from the fast circuit engine's steady state and local "
                              "rule (rule gait or itp: the coupling mode; gamma: the coupling)")
+    parser.add_argument("--schedule", choices=("uniform", "output", "geometric"), default="uniform",
+                        help="circuit engine: layer-wise coupling schedule, gamma at the output (default uniform)")
+    parser.add_argument("--noise", type=float, default=0.0,
+                        help="circuit engine: additive white noise in the rate dynamics; the steady state is "
+                             f"then the time average over [{NOISY_AVERAGE_FROM:g}, {NOISY_DURATION:g}] tau "
+                             "(default 0: exact steady state)")
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     # testing aid, hidden from --help: exit after this many batches, as a killed run would
     parser.add_argument("--stop-after-batches", type=int, help=argparse.SUPPRESS)
@@ -93,7 +106,10 @@ def config_from_args(args) -> TrainConfig:
     cfg = TrainConfig(dataset=args.dataset, rule=args.rule, widths=widths, activation=args.activation,
                       epochs=args.epochs, batch=args.batch, lr=args.lr, regulariser=args.regulariser,
                       gamma=args.gamma, loss=args.loss, seed=args.seed, init=args.init, adam=args.adam,
-                      engine=args.engine)
+                      engine=args.engine, schedule=args.schedule, noise=args.noise)
+    if cfg.engine != "circuit" and (cfg.schedule != "uniform" or cfg.noise != 0):
+        raise ValueError("--schedule and --noise: expected only with --engine circuit (the discrete rules have "
+                         "neither); add --engine circuit")
     if args.quick:
         cfg.dataset, cfg.epochs = "embedded", min(cfg.epochs, 2)
     return cfg.resolved()
@@ -106,9 +122,17 @@ def circuit_update(cfg: TrainConfig):
     if cfg.rule not in circuit.MODES:
         raise ValueError(f"--engine circuit: expected --rule gait or itp (the coupling mode), got {cfg.rule!r}")
 
+    gammas = circuit.coupling_schedule(cfg.schedule, cfg.gamma, len(cfg.widths) - 1)
+
     def update(net, x, target, fwd):
-        engine = circuit.FastEngine(circuit.build_circuit(net, cfg.gamma, cfg.rule))
-        return engine.plasticity(engine.settle_nudged(x, target), x)
+        engine = circuit.FastEngine(circuit.build_circuit(net, gammas, cfg.rule))
+        if cfg.noise > 0:  # the noise seed follows the batch's content, so --resume stays bit-identical
+            seed = [cfg.seed, zlib.crc32(np.ascontiguousarray(x).tobytes())]
+            state = engine.settle_noisy(x, target, cfg.noise, duration=NOISY_DURATION,
+                                        average_from=NOISY_AVERAGE_FROM, dt=NOISY_DT, seed=seed)
+        else:
+            state = engine.settle_nudged(x, target)
+        return engine.plasticity(state, x)
 
     return update
 

@@ -154,3 +154,31 @@ def test_brian2_noise_matches_the_fast_engine_statistically():
     e_fast = relative_error(fast.deviations[-1], exact.deviations[-1])
     e_brian = relative_error(brian.deviations[-1], exact.deviations[-1])
     assert 0.2 < e_brian / e_fast < 5, (e_fast, e_brian)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_rounded_settle_is_the_steady_state_to_rounding_of_the_rates(dtype):
+    net = models.init_network([30] * 4, "orthogonal", seed=21, n_out=10)
+    x, target = random_batch(net, batch=4, seed=22)
+    engine = circuit.FastEngine(circuit.build_circuit(net, 0.1, "gait"))
+    exact = engine.settle_nudged(x, target, rtol=1e-14)  # reference to ~1 ulp of the deviations, not 1e-10
+    rounded = engine.settle_rounded(x, target, dtype)
+    eps = np.finfo(dtype).eps
+    assert rounded.converged.all() and rounded.precise_deviations is False
+    for a, b, r in zip(rounded.deviations, exact.deviations, exact.rates):
+        assert np.max(np.abs(a - b)) <= tol.ROUNDED_ULPS * eps * np.max(np.abs(r))
+
+
+def test_float32_rates_lose_the_deep_layers_learning_signal_at_small_gamma():
+    """Layer 1's deviation ~gamma^3 = 1e-9 is below float32 rounding of O(1) rates; the output's is not."""
+    net = models.init_network([30] * 4, "orthogonal", seed=21, n_out=10)
+    x, target = random_batch(net, batch=4, seed=22)
+    engine = circuit.FastEngine(circuit.build_circuit(net, 1e-3, "gait"))
+    exact, _ = engine.plasticity(engine.settle_nudged(x, target), x)
+    f32, _ = engine.plasticity(engine.settle_rounded(x, target, "float32"), x)
+    f64, _ = engine.plasticity(engine.settle_rounded(x, target, "float64"), x)
+    assert relative_error(f32[0], exact[0]) > 0.5
+    assert relative_error(f32[-1], exact[-1]) < 1e-3          # ~eps32 / gamma = 1e-4
+    assert relative_error(f64[0], exact[0]) < 1e-5            # ~eps64 / gamma^3 = 2e-7
+    with pytest.raises(ValueError, match="dtype: expected 'float32' or 'float64'"):
+        engine.settle_rounded(x, target, "float16")

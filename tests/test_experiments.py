@@ -18,7 +18,9 @@ REQUIRED_ROW_FIELDS = {
     "train": {"epoch", "step", "split", "metric", "value"},
     "fig2": {"panel", "dataset", "arch", "rule", "seed", "peak_test_accuracy"},
     "fig3": {"panel", "dataset", "arch", "rule", "seed", "peak_test_accuracy"},
-    "coupling": {"schedule", "mode", "depth", "gamma", "noise", "layer", "cosine_bp", "stability", "settle_time_tau"},
+    "coupling": {"schedule", "mode", "depth", "gamma", "noise", "precision", "layer", "cosine_bp", "stability",
+                 "settle_time_tau"},
+    "coupling_learning": {"rule", "engine", "gamma", "noise", "final_test_accuracy", "test_accuracy"},
 }
 
 

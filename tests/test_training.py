@@ -86,3 +86,39 @@ def test_circuit_engine_training_follows_discrete_gait(tiny, tmp_path):
     circ_cfg = tiny_config(epochs=1, gamma=1e-4, engine="circuit")
     circuit_result = train(circ_cfg, tiny, tmp_path / "circuit", update=circuit_update(circ_cfg))
     assert abs(circuit_result["final_test_accuracy"] - discrete["final_test_accuracy"]) <= 0.02
+
+
+def test_noisy_circuit_training_is_reproducible_and_needs_the_circuit_engine(tiny):
+    """The noise stream follows the batch (so --resume stays bit-identical); weak noise barely moves the update."""
+    import argparse
+
+    import models
+    from experiments.train import add_arguments, circuit_update, config_from_args
+
+    net = models.init_network([49, 49, 49, 10], "orthogonal", seed=0, n_out=10)
+    x = tiny.train_x[:60]
+    fwd = net.forward(x)
+    target = models.constructed_target("quadratic", fwd.rates[-1], tiny.train_y[:60], 10)
+    noisy = circuit_update(tiny_config(engine="circuit", gamma=0.1, noise=1e-9))
+    quiet = circuit_update(tiny_config(engine="circuit", gamma=0.1))
+    first, again, exact = noisy(net, x, target, fwd)[0], noisy(net, x, target, fwd)[0], quiet(net, x, target, fwd)[0]
+    assert all(np.array_equal(a, b) for a, b in zip(first, again))
+    # the averaged noise of 1e-9 (x 1/sqrt(100 tau)) on deviations ~gamma^3 = 1e-3: ~1e-6 relative
+    assert all(0 < np.linalg.norm(a - b) <= 1e-4 * np.linalg.norm(b) for a, b in zip(first, exact))
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    parser.add_argument("--quick", action="store_true")
+    with pytest.raises(ValueError, match="--engine circuit"):
+        config_from_args(parser.parse_args(["--noise", "1e-6"]))
+
+
+def test_grid_tabulates_only_runs_finished_with_the_same_configuration(tiny, tmp_path):
+    """fig2/fig3 --tabulate-only: a finished run counts only if its whole configuration matches."""
+    from experiments.grid import finished_run
+
+    cfg = tiny_config(epochs=1)
+    result = train(cfg, tiny, tmp_path / "run")
+    assert finished_run(tmp_path / "run", cfg)["peak_test_accuracy"] == result["peak_test_accuracy"]
+    assert finished_run(tmp_path / "run", tiny_config(epochs=2)) is None   # asked for more epochs
+    assert finished_run(tmp_path / "run", tiny_config(epochs=1, seed=4)) is None
+    assert finished_run(tmp_path / "missing", cfg) is None

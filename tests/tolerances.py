@@ -70,3 +70,10 @@ EIGENVALUE_ATOL = 1e-7
 #: A trajectory after 30 tau against the settled state: the slowest mode of a 3-layer
 #: chain decays like t^2 e^(-t (1 - O(gamma))): ~1e-9 at 30 tau; RK45 rtol 1e-9.
 TRAJECTORY_END_RTOL = 1e-6
+
+#: A circuit that stores absolute rates in float32 or float64 (``settle_rounded``): every
+#: rate is a sum of ~30 rounded products (forward drive, and the feedback through an
+#: orthogonal W^-1 of condition 1) and the sweeps stop once no rate moves by more than
+#: 4 units of rounding: the steady state is off by a few tens of ulps of the rates at
+#: most (measured: 0.5-3).  100 ulps of the largest rate bounds the deviation's absolute error.
+ROUNDED_ULPS = 100

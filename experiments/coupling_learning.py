@@ -1,0 +1,125 @@
+"""Learning by the circuit against the coupling strength and the neural noise.
+
+Each point trains a small network whose every update comes from the circuit's steady
+state and the local rule (``train --engine circuit``; with noise, the time-averaged state
+of the Euler-Maruyama dynamics) and records its test accuracy; discrete GAIT-prop at the
+same gamma and BP are the references.  Data: the embedded Fashion-MNIST subset shrunk to
+7x7 pixels (49 inputs), network 49 wide with 2 hidden layers (3 layers of couplings, as in
+``coupling``), batch 60, the paper's GAIT settings (published Adam, regulariser 0.1,
+orthogonal initialisation) except a learning rate of 1e-3 (--lr) so that a few epochs on
+1200 images already learn.  Points run in a process pool (or
+on a Dask cluster: --scheduler) and are written to points.jsonl as they finish; a rerun
+resumes.
+"""
+
+from __future__ import annotations
+
+import time
+
+from analysis.plots import use_agg
+from models.training import evaluate, train_epoch
+
+from .common import write_summary
+from .datasets import Dataset, load_embedded
+from .demo import shrink
+from .sweep import run_points
+from .train import TrainConfig, build, circuit_update
+
+DESCRIPTION = __doc__
+
+
+def add_arguments(parser):
+    parser.add_argument("--gammas", default="1e-3,1e-2,0.05,0.2,0.5", help="output couplings (uniform schedule)")
+    parser.add_argument("--noise", default="0,1e-8,1e-6,1e-4", help="noise strengths of the circuit")
+    parser.add_argument("--hidden", type=int, default=2, help="hidden layers of 49 units (default 2)")
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--train-samples", type=int, default=1200, help="training images per epoch (default 1200)")
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=None, help="processes (default: one per core)")
+    parser.add_argument("--scheduler", help="HOST:PORT of a Dask distributed scheduler to run the points on")
+
+
+def small_dataset(train_samples: int) -> Dataset:
+    raw = load_embedded()
+    return Dataset("embedded-7x7", shrink(raw.train_x[:train_samples]), raw.train_y[:train_samples],
+                   shrink(raw.test_x), raw.test_y)
+
+
+def learn_point(point: dict) -> dict:
+    """Train one configuration; test accuracy after every epoch (runs in a worker process)."""
+    data = small_dataset(point["train_samples"])
+    cfg = TrainConfig(dataset=data.name, rule=point["rule"], widths=[49] * (point["hidden"] + 2),
+                      epochs=point["epochs"], lr=point["lr"], gamma=point["gamma"] or 1e-3, seed=point["seed"],
+                      engine=point["engine"], noise=point["noise"]).resolved()
+    net, opt = build(cfg)
+    update = circuit_update(cfg) if cfg.engine == "circuit" else None
+    accuracy = [evaluate(net, data.test_x, data.test_y, cfg.loss)[1]]
+    start = time.perf_counter()
+    for epoch in range(1, cfg.epochs + 1):
+        train_epoch(net, opt, data.train_x, data.train_y, rule=cfg.rule, seed=cfg.seed, epoch=epoch, batch=cfg.batch,
+                    gamma=cfg.gamma, regularizer=cfg.regulariser, loss=cfg.loss, update=update)
+        accuracy.append(evaluate(net, data.test_x, data.test_y, cfg.loss)[1])
+    return {"test_accuracy": accuracy, "final_test_accuracy": accuracy[-1], "peak_test_accuracy": max(accuracy),
+            "seconds": time.perf_counter() - start}
+
+
+def run(args, out):
+    gammas = [1e-2, 0.2] if args.quick else [float(g) for g in args.gammas.split(",")]
+    noises = [0.0, 1e-4] if args.quick else [float(v) for v in args.noise.split(",")]
+    common = {"hidden": args.hidden, "epochs": 1 if args.quick else args.epochs, "lr": args.lr, "seed": args.seed,
+              "train_samples": 180 if args.quick else args.train_samples}
+    points = [{"rule": "bp", "engine": "discrete", "gamma": None, "noise": 0.0, **common}]
+    points += [{"rule": "gait", "engine": "discrete", "gamma": g, "noise": 0.0, **common} for g in gammas]
+    points += [{"rule": "gait", "engine": "circuit", "gamma": g, "noise": v, **common} for v in noises for g in gammas]
+    records = run_points(points, learn_point, out / "points.jsonl", workers=args.workers, label="coupling_learning",
+                         scheduler=args.scheduler)
+    rows, failed = [], []
+    for rec in records:
+        if "error" in rec:
+            failed.append(rec)
+            continue
+        rows.append({**{k: rec["point"][k] for k in ("rule", "engine", "gamma", "noise")}, **rec["result"]})
+    print_table(rows, gammas, noises)
+    plot(rows, gammas, noises, out)
+    write_summary(out, "coupling_learning", {**vars(args), "gammas": gammas, "noises": noises, **common},
+                  rows=rows, failed_points=failed)
+
+
+def _find(rows, **where):
+    return next((r for r in rows if all(r[k] == v for k, v in where.items())), None)
+
+
+def print_table(rows, gammas, noises):
+    bp = _find(rows, rule="bp")
+    print(f"\nfinal test accuracy (BP: {bp['final_test_accuracy']:.4f})" if bp else "\nfinal test accuracy")
+    print(f"{'':>22}" + "".join(f"{g:>10.0e}" for g in gammas))
+    lines = [("discrete GAIT", {"engine": "discrete", "rule": "gait"})]
+    lines += [(f"circuit, noise {v:.0e}", {"engine": "circuit", "noise": v}) for v in noises]
+    for name, where in lines:
+        cells = [_find(rows, gamma=g, **where) for g in gammas]
+        print(f"{name:>22}" + "".join(f"{c['final_test_accuracy']:>10.4f}" if c else f"{'failed':>10}"
+                                      for c in cells))
+
+
+def plot(rows, gammas, noises, out):
+    plt = use_agg()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    bp = _find(rows, rule="bp")
+    if bp:
+        ax.axhline(bp["final_test_accuracy"], color="k", lw=1, label="BP")
+    sel = [_find(rows, engine="discrete", rule="gait", gamma=g) for g in gammas]
+    ax.semilogx([g for g, r in zip(gammas, sel) if r], [r["final_test_accuracy"] for r in sel if r], "k--o", ms=4,
+                label="discrete GAIT")
+    for c, v in enumerate(noises):
+        sel = [_find(rows, engine="circuit", noise=v, gamma=g) for g in gammas]
+        ax.semilogx([g for g, r in zip(gammas, sel) if r], [r["final_test_accuracy"] for r in sel if r], "-o",
+                    ms=4, color=f"C{c}", label=f"circuit, noise {v:g}")
+    ax.axhline(0.1, color="0.6", lw=0.8, ls=":", label="chance")
+    ax.set_xlabel("coupling gamma (uniform)")
+    ax.set_ylabel("final test accuracy")
+    ax.set_title("learning by the circuit: accuracy against coupling and noise", fontsize=10)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "coupling_learning.png", dpi=110)
+    plt.close(fig)
