@@ -41,6 +41,9 @@ def add_arguments(parser):
     parser.add_argument("--noise", default="0,1e-8,1e-6,1e-4", help="noise strengths (default 0,1e-8,1e-6,1e-4)")
     parser.add_argument("--schedules", default=",".join(circuit.SCHEDULES))
     parser.add_argument("--modes", default=",".join(circuit.MODES))
+    parser.add_argument("--noisy-schedules", default="uniform,geometric",
+                        help="schedules also swept over noise and precision (default uniform,geometric; the "
+                             "output-only schedule settles ~100x slower)")
     parser.add_argument("--precisions", default=",".join(PRECISIONS),
                         help="exact (deviation coordinates), float64, float32 (absolute rates); default all")
     parser.add_argument("--strengths", default="0.1,0.3,0.5,0.7,0.8,0.9,0.95,0.99",
@@ -122,6 +125,7 @@ def run(args, out):
                "batch": batch, "seed": args.seed}
               for s in schedules for m in modes for L in depths for g in gammas for v in noises for pr in precisions
               if (v == 0 or pr == "exact")  # rounding is studied without noise
+              and ((v == 0 and pr == "exact") or s in args.noisy_schedules.split(","))
               and not (args.quick and (v > 0 or pr != "exact") and (s != "uniform" or m != "gait"))]
     strengths = [0.5, 0.9] if args.quick else [float(k) for k in args.strengths.split(",")]
     points += [{"kind": "map", "schedule": "output", "strong": k, "mode": "gait", "depth": L, "gamma": g,
