@@ -123,6 +123,7 @@ def circuit_update(cfg: TrainConfig):
         raise ValueError(f"--engine circuit: expected --rule gait or itp (the coupling mode), got {cfg.rule!r}")
 
     gammas = circuit.coupling_schedule(cfg.schedule, cfg.gamma, len(cfg.widths) - 1)
+    warned = []
 
     def update(net, x, target, fwd):
         engine = circuit.FastEngine(circuit.build_circuit(net, gammas, cfg.rule))
@@ -131,7 +132,14 @@ def circuit_update(cfg: TrainConfig):
             state = engine.settle_noisy(x, target, cfg.noise, duration=NOISY_DURATION,
                                         average_from=NOISY_AVERAGE_FROM, dt=NOISY_DT, seed=seed)
         else:
-            state = engine.settle_nudged(x, target)
+            # a sample whose slowest mode has not reached the 1e-10 residual after the engine's 2000 tau keeps the
+            # state it reached (as a circuit read out at that time would); divergence still raises
+            state = engine.settle_nudged(x, target, on_failure="mask")
+            if not state.converged.all() and not warned:
+                warned.append(True)
+                print(f"\n[train] circuit: {np.sum(~state.converged)} of {len(x)} samples of a batch did not settle to "
+                      f"residual 1e-10 within 2000 tau (worst {state.residual.max():.1e}); their state at that time is "
+                      "used (reported once per run)", file=sys.stderr)
         return engine.plasticity(state, x)
 
     return update
