@@ -125,6 +125,10 @@ class FastEngine:
             fb = self._feedback(p, i, z[i + 1])
         return (1.0 - p.k[i]) * fwd + p.kappa[i] * fb
 
+    def _jacobi(self, p, z, target) -> list:
+        """The steady-state map applied to every layer at once (no residuals: for integrators)."""
+        return [self._layer_map(p, z, i, target) for i in range(self.spec.depth)]
+
     def _map(self, p, z, target, gauss_seidel: bool):
         """One sweep of the steady-state map, top-down; returns (new z, per-layer residuals)."""
         new = list(z)
@@ -216,7 +220,7 @@ class FastEngine:
 
         def rhs(t, flat):
             z = _unflatten(flat, shapes, sizes)
-            m, _ = self._map(p, z, target, gauss_seidel=False)
+            m = self._jacobi(p, z, target)
             return np.concatenate([(a - b).ravel() for a, b in zip(m, z)])
 
         return rhs, sizes
@@ -337,7 +341,7 @@ class FastEngine:
         steps, start = int(round(duration / dt)), int(round(average_from / dt))
         kick = noise * np.sqrt(dt)
         for n in range(steps):
-            m, _ = self._map(p, z, target, gauss_seidel=False)
+            m = self._jacobi(p, z, target)
             # deviation coordinates: the noise enters each layer scaled by its S_l
             z = [zi + dt * (mi - zi) + kick * s * rng.standard_normal(zi.shape)
                  for zi, mi, s in zip(z, m, self.scales)]
@@ -397,8 +401,8 @@ class FastEngine:
             size = np.maximum(np.abs(new).max(axis=1), np.finfo(dt).tiny)
             return np.abs(new - old).max(axis=1) / (eps * size)
 
-        sweeps, best, stalled, time = 0, np.inf, 0, float("nan")
-        for sweeps in range(1, (max_sweeps or self.max_sweeps) + 1):  # noqa: B007
+        best, stalled, time = np.inf, 0, float("nan")
+        for _ in range(max_sweeps or self.max_sweeps):
             change = np.zeros(batch)
             for i in range(L - 1, -1, -1):
                 new = layer(r, i)

@@ -17,7 +17,7 @@ import numpy as np
 
 from .common import Progress
 from .datasets import Dataset, load_dataset
-from .train import TrainConfig, train
+from .train import TrainConfig, train, with_defaults
 
 VARIABLE_WIDTHS = [784, 784, 500, 200, 10]
 
@@ -55,26 +55,24 @@ def run_grid(args, cells: list, name: str) -> list:
     rows, missing = [], []
     progress = Progress(name, len(cells))
     for panel, dataset, arch, rule, seed in cells:
-        if getattr(args, "tabulate_only", False):
-            cfg = arch_config(arch, rule, dataset, seed, args.epochs)
-            result = finished_run(runs / f"{dataset}-{rule}-{arch}-s{seed}", cfg)
-            if result is None:
-                missing.append(f"{dataset}-{rule}-{arch}-s{seed}")
-            else:
-                rows.append({"panel": panel, "dataset": dataset, "arch": arch, "rule": rule, "seed": seed,
-                             "epochs": cfg.epochs, "run": str(runs / f"{dataset}-{rule}-{arch}-s{seed}"), **result})
-            continue
-        if dataset not in cache:
-            data = load_dataset(dataset, args.data_dir, allow_download=not args.no_download)
-            if quick:  # a few batches of the embedded subset
-                data = Dataset(data.name, data.train_x[:180], data.train_y[:180], data.test_x[:200], data.test_y[:200])
-            cache[dataset] = data
         cfg = arch_config(arch, rule, dataset, seed, 1 if quick else args.epochs)
         run_dir = runs / f"{dataset}-{rule}-{arch}-s{seed}"
-        result = train(cfg, cache[dataset], run_dir, resume=True, label=f"{dataset} {rule} {arch} s{seed} ")
+        if getattr(args, "tabulate_only", False):
+            result = finished_run(run_dir, cfg)
+            if result is None:
+                missing.append(run_dir.name)
+                continue
+        else:
+            if dataset not in cache:
+                data = load_dataset(dataset, args.data_dir, allow_download=not args.no_download)
+                if quick:  # a few batches of the embedded subset
+                    data = Dataset(data.name, data.train_x[:180], data.train_y[:180], data.test_x[:200],
+                                   data.test_y[:200])
+                cache[dataset] = data
+            result = train(cfg, cache[dataset], run_dir, resume=True, label=f"{dataset} {rule} {arch} s{seed} ")
+            progress.step(f"{dataset} {rule} {arch} seed {seed}")
         rows.append({"panel": panel, "dataset": dataset, "arch": arch, "rule": rule, "seed": seed,
                      "epochs": cfg.epochs, "run": str(run_dir), **result})
-        progress.step(f"{dataset} {rule} {arch} seed {seed}")
     if missing:
         print(f"[{name}] --tabulate-only: {len(missing)} of {len(cells)} runs not finished in {runs}, left out: "
               + ", ".join(missing), file=sys.stderr)
@@ -87,7 +85,7 @@ def finished_run(run_dir: Path, cfg: TrainConfig) -> dict | None:
     if not path.exists():
         return None
     summary = json.loads(path.read_text())
-    if {**asdict(TrainConfig()), **summary["config"]} != asdict(cfg):
+    if with_defaults(summary["config"]) != asdict(cfg):
         return None
     return {k: summary[k] for k in ("peak_test_accuracy", "final_test_accuracy", "peak_train_accuracy",
                                     "final_train_accuracy", "seconds_per_epoch", "evaluation_overhead")}

@@ -67,6 +67,11 @@ class TrainConfig:
                               "regulariser": d["regulariser"] if self.regulariser is None else self.regulariser})
 
 
+def with_defaults(config: dict) -> dict:
+    """A saved configuration with settings added to TrainConfig after it was written at their defaults."""
+    return {**asdict(TrainConfig()), **config}
+
+
 def add_arguments(parser):
     parser.add_argument("--dataset", choices=DATASETS, default="fashion_mnist")
     parser.add_argument("--data-dir", help="directory with the official files (also: $GAITCIRCUIT_DATA)")
@@ -252,8 +257,7 @@ def save_checkpoint(path: Path, cfg, net, opt, epoch, history, times):
 def load_checkpoint(path: Path, cfg, net, opt):
     with np.load(path) as data:
         meta = json.loads(str(data["meta"]))
-        # settings added to TrainConfig after the checkpoint was written take their defaults
-        saved = {**asdict(TrainConfig()), **meta["config"]}
+        saved = with_defaults(meta["config"])
         saved = {k: v for k, v in saved.items() if k != "epochs"}
         wanted = {k: v for k, v in asdict(cfg).items() if k != "epochs"}
         if saved != wanted:
