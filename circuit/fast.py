@@ -86,7 +86,11 @@ class FastEngine:
         return x.T
 
     def _prepare(self, x, fwd=None) -> _Prepared:
-        fwd = self.spec.network.forward(x) if fwd is None else fwd
+        """Free phase and couplings of a batch; ``fwd``: its forward pass if the caller already has it."""
+        if fwd is None:
+            fwd = self.spec.network.forward(x)
+        elif not np.array_equal(fwd.rates[0], x):
+            raise ValueError("forward: expected the forward pass of this input batch (network.forward(x))")
         kappa = self.spec.relative_couplings(fwd.derivatives)
         k = [g * kp for g, kp in zip(self.spec.gamma, kappa)]
         return _Prepared(fwd.rates[0], fwd.rates, fwd.preactivations, fwd.derivatives, kappa, k)
@@ -168,12 +172,16 @@ class FastEngine:
                             converged=converged, residual=res, engine=self.name, precise_deviations=False)
         return finish(state, on_failure, "free phase", tol)
 
-    def settle_nudged(self, x, target, *, rtol: float | None = None, on_failure: str = "raise") -> SteadyState:
-        """Nudged phase: input clamped, output nudged toward ``target`` (batch, n_L)."""
+    def settle_nudged(self, x, target, *, rtol: float | None = None, on_failure: str = "raise",
+                      forward=None) -> SteadyState:
+        """Nudged phase: input clamped, output nudged toward ``target`` (batch, n_L).
+
+        ``forward``: the network's forward pass of ``x`` if the caller has it (saves recomputing it).
+        """
         self._require_scales()
         x, target = check_batch(self.spec, x, target)
         rtol = self.rtol if rtol is None else float(rtol)
-        p = self._prepare(x)
+        p = self._prepare(x, forward)
         z = [np.zeros_like(y) for y in p.y[1:]]
         best, stalled, settle_time = np.inf, 0, float("nan")
         res = np.full(x.shape[0], np.inf)
@@ -322,7 +330,7 @@ class FastEngine:
         return [np.stack([s[i] for s in states]) for i in range(L)]
 
     def settle_noisy(self, x, target, noise: float, *, duration: float = 200.0, average_from: float = 50.0,
-                     dt: float = 0.05, seed: int = 0) -> SteadyState:
+                     dt: float = 0.05, seed: int = 0, forward=None) -> SteadyState:
         """Nudged phase with additive white noise in the rate dynamics; readout = time average.
 
         ``tau dr = (-r + (1 - k) phi + k psi) dt + noise sqrt(tau) dW`` is integrated by
@@ -330,11 +338,12 @@ class FastEngine:
         the state returned is the average of r over [``average_from``, ``duration``] tau
         (``converged`` is True, ``residual`` that of the averaged state, ``time`` the duration).
         The noise's share of the readout shrinks like ``noise / sqrt(duration - average_from)``.
+        ``forward`` as in :meth:`settle_nudged`.
         """
         self._require_scales()
         x, target = check_batch(self.spec, x, target)
         check_noise(noise, duration, average_from)
-        p = self._prepare(x)
+        p = self._prepare(x, forward)
         rng = np.random.default_rng(seed)
         z = [np.zeros_like(y) for y in p.y[1:]]
         total = [np.zeros_like(y) for y in p.y[1:]]

@@ -135,11 +135,11 @@ def circuit_update(cfg: TrainConfig):
         if cfg.noise > 0:  # the noise seed follows the batch's content, so --resume stays bit-identical
             seed = [cfg.seed, zlib.crc32(np.ascontiguousarray(x).tobytes())]
             state = engine.settle_noisy(x, target, cfg.noise, duration=NOISY_DURATION,
-                                        average_from=NOISY_AVERAGE_FROM, dt=NOISY_DT, seed=seed)
+                                        average_from=NOISY_AVERAGE_FROM, dt=NOISY_DT, seed=seed, forward=fwd)
         else:
             # a sample whose slowest mode has not reached the 1e-10 residual after the engine's 2000 tau keeps the
             # state it reached (as a circuit read out at that time would); divergence still raises
-            state = engine.settle_nudged(x, target, on_failure="mask")
+            state = engine.settle_nudged(x, target, on_failure="mask", forward=fwd)
             if not state.converged.all() and not warned:
                 warned.append(True)
                 print(f"\n[train] circuit: {np.sum(~state.converged)} of {len(x)} samples of a batch did not settle to "

@@ -182,3 +182,14 @@ def test_float32_rates_lose_the_deep_layers_learning_signal_at_small_gamma():
     assert relative_error(f64[0], exact[0]) < 1e-5            # ~eps64 / gamma^3 = 2e-7
     with pytest.raises(ValueError, match="dtype: expected 'float32' or 'float64'"):
         engine.settle_rounded(x, target, "float16")
+
+
+def test_a_supplied_forward_pass_gives_the_same_steady_state_and_must_match_the_input():
+    net = models.init_network([12] * 4, "orthogonal", seed=5, n_out=4)
+    x, target = random_batch(net, batch=3, seed=6)
+    engine = circuit.FastEngine(circuit.build_circuit(net, 1e-2, "gait"))
+    own = engine.settle_nudged(x, target)
+    given = engine.settle_nudged(x, target, forward=net.forward(x))
+    assert all(np.array_equal(a, b) for a, b in zip(own.scaled, given.scaled))
+    with pytest.raises(ValueError, match="forward: expected the forward pass of this input batch"):
+        engine.settle_nudged(x, target, forward=net.forward(x + 1.0))
