@@ -68,9 +68,10 @@ def bp_product_floor(widths, batch: int, repeats: int = 30) -> float:
     return total
 
 
-def time_steps(widths, batch, rule, regulariser, steps, data):
+def time_steps(widths, batch, rule, regulariser, steps, data, lu_threads=1):
     net = models.init_network(widths, "orthogonal", seed=0, n_out=10)
     opt = models.Adam.published(lr=1e-4)
+    inverse = models.DirectInverse(lu_threads)
     n = data.train_x.shape[0]
     times = []
     for k in range(steps + 2):  # two warm-up steps (JIT compilation, first-touch of buffers)
@@ -78,7 +79,7 @@ def time_steps(widths, batch, rule, regulariser, steps, data):
         x = data.train_x[idx]
         target = models.constructed_target("quadratic", net.forward(x).rates[-1], data.train_y[idx], 10)
         t0 = time.perf_counter()
-        train_step(net, opt, x, target, rule, 1e-3, regulariser)
+        train_step(net, opt, x, target, rule, 1e-3, regulariser, inverse=inverse)
         times.append(time.perf_counter() - t0)
     return np.array(times[2:]), net
 
@@ -100,18 +101,21 @@ def run(args, out):
     print(f"matmul peak ({widths[1]}x{widths[1]} float64, all threads): {peak:.1f} GFLOP/s")
     print(f"BP step's own products timed alone (blas_threads={DEFAULT_BLAS_THREADS}): {product_floor * 1e3:.1f} ms")
     thread_settings = (DEFAULT_BLAS_THREADS,) if args.quick else (1, 2)
-    configs = [(t, rule, reg) for t in thread_settings for rule in ("bp", "tp", "gait") for reg in (0.0, 0.1)]
+    configs = [(t, rule, reg, 1) for t in thread_settings for rule in ("bp", "tp", "gait") for reg in (0.0, 0.1)]
+    # the training default: one BLAS thread, the layers' LU factorisations side by side on two threads
+    configs += [(DEFAULT_BLAS_THREADS, rule, 0.0, 2) for rule in ("tp", "gait")]
     progress = Progress("bench", len(configs))
     rows = []
-    for threads, rule, reg in configs:
+    for threads, rule, reg, lu_threads in configs:
         with blas_threads(threads):
-            times, net = time_steps(widths, args.batch, rule, reg, steps, data)
+            times, net = time_steps(widths, args.batch, rule, reg, steps, data, lu_threads)
         flops = step_flops(widths, args.batch, rule, regularizer=bool(reg))
         ms = float(np.median(times) * 1e3)
-        rows.append({"rule": rule, "regulariser": reg, "blas_threads": threads, "ms_per_batch": ms,
+        rows.append({"rule": rule, "regulariser": reg, "blas_threads": threads, "lu_threads": lu_threads,
+                     "ms_per_batch": ms,
                      "ms_min": float(times.min() * 1e3), "gflops": flops / (ms * 1e-3) / 1e9,
                      "counted_gflop": flops / 1e9, "floor_ms": flops / (peak * 1e9) * 1e3})
-        progress.step(f"{rule} regulariser={reg} blas_threads={threads}")
+        progress.step(f"{rule} regulariser={reg} blas_threads={threads} lu_threads={lu_threads}")
     # GAIT targets against an independent direct solve (np.linalg.solve), on the trained-for-a-while weights.
     x = data.test_x[: args.batch]
     fwd = net.forward(x)
@@ -119,24 +123,28 @@ def run(args, out):
     ours = models.compute_targets(net, fwd, target, "gait", 1e-3).deviations
     direct = models.compute_targets(net, fwd, target, "gait", 1e-3, inverse=NumpySolve()).deviations
     target_error = max(relative_error(a, b) for a, b in zip(ours, direct))
-    by = {(r["rule"], r["regulariser"], r["blas_threads"]): r for r in rows}
-    bp, gait = by["bp", 0.0, DEFAULT_BLAS_THREADS], by["gait", 0.0, DEFAULT_BLAS_THREADS]
+    by = {(r["rule"], r["regulariser"], r["blas_threads"], r["lu_threads"]): r for r in rows}
+    bp, gait = by["bp", 0.0, DEFAULT_BLAS_THREADS, 1], by["gait", 0.0, DEFAULT_BLAS_THREADS, 1]
+    gait_lu2 = by["gait", 0.0, DEFAULT_BLAS_THREADS, 2]
     published_ms = PUBLISHED_SECONDS_PER_BATCH * 1e3
     ratios = {
         "bp_over_flop_floor": bp["ms_per_batch"] / bp["floor_ms"],
         "bp_over_product_floor": bp["ms_per_batch"] / (product_floor * 1e3),
         "gait_over_bp": gait["ms_per_batch"] / bp["ms_per_batch"],
         "published_over_gait": published_ms / gait["ms_per_batch"],
+        "gait_lu1_over_lu2": gait["ms_per_batch"] / gait_lu2["ms_per_batch"],
     }
-    print(f"\n{'rule':<6}{'regul.':>8}{'threads':>8}{'ms/batch':>10}{'min ms':>9}{'GFLOP':>8}{'GFLOP/s':>9}"
-          f"{'floor ms':>10}")
+    print(f"\n{'rule':<6}{'regul.':>8}{'threads':>8}{'LU thr.':>8}{'ms/batch':>10}{'min ms':>9}{'GFLOP':>8}"
+          f"{'GFLOP/s':>9}{'floor ms':>10}")
     for r in rows:
-        print(f"{r['rule']:<6}{r['regulariser']:>8g}{r['blas_threads']:>8}{r['ms_per_batch']:>10.1f}"
+        print(f"{r['rule']:<6}{r['regulariser']:>8g}{r['blas_threads']:>8}{r['lu_threads']:>8}{r['ms_per_batch']:>10.1f}"
               f"{r['ms_min']:>9.1f}{r['counted_gflop']:>8.2f}{r['gflops']:>9.1f}{r['floor_ms']:>10.1f}")
     print(f"\nratios use blas_threads={DEFAULT_BLAS_THREADS} (the training default)")
     print(f"BP step / its flop floor at the measured peak: {ratios['bp_over_flop_floor']:.2f}x")
     print(f"BP step / its own products timed alone: {ratios['bp_over_product_floor']:.2f}x")
     print(f"GAIT step / BP step: {ratios['gait_over_bp']:.2f}x")
+    print(f"GAIT step, LU on one thread / on two threads: {ratios['gait_lu1_over_lu2']:.2f}x "
+          f"({gait_lu2['ms_per_batch']:.1f} ms per batch: {gait_lu2['ms_per_batch']:.1f} s per 1000-batch epoch)")
     print(f"published code ({PUBLISHED_SECONDS_PER_BATCH} s/batch, quoted) / GAIT step: "
           f"{ratios['published_over_gait']:.1f}x")
     print(f"GAIT targets vs np.linalg.solve: max relative difference {target_error:.1e}")

@@ -99,6 +99,9 @@ def add_arguments(parser):
                              f"then the time average over [{NOISY_AVERAGE_FROM:g}, {NOISY_DURATION:g}] tau "
                              "(default 0: exact steady state)")
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    parser.add_argument("--lu-threads", type=int,
+                        help="threads factorising the layer inverses of TP, ITP and GAIT side by side (default: "
+                             "the cores available to this process, at most 2; results are identical for any value)")
     # testing aid, hidden from --help: exit after this many batches, as a killed run would
     parser.add_argument("--stop-after-batches", type=int, help=argparse.SUPPRESS)
 
@@ -154,7 +157,8 @@ def run(args, out):
     cfg = config_from_args(args)
     data = load_dataset(cfg.dataset, args.data_dir, allow_download=not args.no_download)
     update = circuit_update(cfg) if cfg.engine == "circuit" else None
-    result = train(cfg, data, out, resume=args.resume, stop_after_batches=args.stop_after_batches, update=update)
+    result = train(cfg, data, out, resume=args.resume, stop_after_batches=args.stop_after_batches, update=update,
+                   lu_threads=args.lu_threads)
     print(f"[train] peak test accuracy {result['peak_test_accuracy']:.4f}, final {result['final_test_accuracy']:.4f}")
 
 
@@ -182,9 +186,17 @@ def build(cfg: TrainConfig):
     return net, opt
 
 
+def default_lu_threads() -> int:
+    """The cores this process may use, at most 2 (measured: a third LU thread gains nothing at 784 wide)."""
+    return max(1, min(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+
+
 def train(cfg: TrainConfig, data, out: Path, resume: bool = False, stop_after_batches: int | None = None,
-          update=None, label: str = "") -> dict:
-    """Train per ``cfg``; checkpoint every epoch in ``out``; return the summary dict."""
+          update=None, label: str = "", lu_threads: int | None = None) -> dict:
+    """Train per ``cfg``; checkpoint every epoch in ``out``; return the summary dict.
+
+    ``lu_threads`` (default :func:`default_lu_threads`) only changes speed, never results.
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     net, opt = build(cfg)
@@ -196,6 +208,7 @@ def train(cfg: TrainConfig, data, out: Path, resume: bool = False, stop_after_ba
     eval_idx = np.random.default_rng([cfg.seed, 10**6]).choice(len(data.train_y), min(EVAL_TRAIN_SAMPLES,
                                                                                      len(data.train_y)), replace=False)
     batches_per_epoch = len(data.train_y) // cfg.batch
+    inverse = models.DirectInverse(default_lu_threads() if lu_threads is None else lu_threads)
     if not history:
         history += evaluation_rows(net, cfg, data, eval_idx, epoch=0, step=0)
     for epoch in range(first_epoch, cfg.epochs + 1):
@@ -211,7 +224,7 @@ def train(cfg: TrainConfig, data, out: Path, resume: bool = False, stop_after_ba
         with blas_threads(DEFAULT_BLAS_THREADS):
             stats = train_epoch(net, opt, data.train_x, data.train_y, rule=cfg.rule, seed=cfg.seed, epoch=epoch,
                                 batch=cfg.batch, gamma=cfg.gamma, regularizer=cfg.regulariser, loss=cfg.loss,
-                                update=update, on_batch=hook)
+                                update=update, on_batch=hook, inverse=inverse)
             t1 = time.perf_counter()
             rows = evaluation_rows(net, cfg, data, eval_idx, epoch=epoch, step=epoch * batches_per_epoch)
             t2 = time.perf_counter()

@@ -201,10 +201,46 @@ class DirectInverse:
     """Applies ``W^-1`` by LU factorisation, refusing singular or badly conditioned W.
 
     ``solve(i, w, u)`` returns ``x`` with ``x @ w.T = u`` (each row solves W x = u).
+
+    ``threads > 1``: :meth:`prepare` starts the LU factorisations of the layers a
+    target rule will invert on a pool of that many threads (LAPACK releases the GIL),
+    and each ``solve`` waits only for its own layer's factors.  Each factorisation runs
+    in one thread with the same LAPACK call, so the results are bit-identical to
+    ``threads=1``; keep BLAS itself at one thread (``threadpoolctl``) or the two
+    kinds of threads compete for the cores.
     """
 
+    def __init__(self, threads: int = 1):
+        if not (isinstance(threads, int) and threads >= 1):
+            raise ValueError(f"threads: expected an integer >= 1, got {threads!r}")
+        self.threads = threads
+        self._pool = None
+        self._pending = {}
+
+    def prepare(self, weights: Sequence[np.ndarray], indices: Sequence[int]) -> None:
+        """Begin factorising ``weights[i]`` for ``i`` in ``indices`` (in that order) on the pool.
+
+        A later ``solve(i, w, u)`` uses those factors only if ``w`` is the very array
+        prepared; the caller must not change the weights in between.
+        """
+        self.discard()
+        if self.threads == 1:
+            return
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="lu")
+        self._pending = {i: (weights[i], self._pool.submit(lu_checked, i, weights[i])) for i in indices}
+
+    def discard(self) -> None:
+        """Forget prepared factors (waits for running factorisations, ignores their errors)."""
+        pending, self._pending = self._pending, {}
+        for _, future in pending.values():
+            future.cancel() or future.exception()
+
     def solve(self, index: int, w: np.ndarray, u: np.ndarray) -> np.ndarray:
-        lu, piv = lu_checked(index, w)
+        prepared = self._pending.pop(index, None)
+        lu, piv = prepared[1].result() if prepared is not None and prepared[0] is w else lu_checked(index, w)
         # lu factors W^T (the Fortran view of C-ordered W: no copy); W x = u^T is its transposed system.
         x, info = scipy.linalg.lapack.dgetrs(lu, piv, np.asarray(u).T, trans=1)
         return x.T

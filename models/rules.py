@@ -116,15 +116,22 @@ def compute_targets(net: Network, fwd: ForwardPass, target, rule: str, gamma=1e-
     scales = np.ones(L)
     deltas = [None] * L
     deltas[L - 1] = target - y[L]
-    for i in range(L - 2, -1, -1):  # layer l = i+1 receives from layer l+1 = i+2 via weights[i+1]
-        scales[i] = scales[i + 1] / gammas[i + 1]
-        upper = deltas[i + 1]
-        increment = upper * A[i + 1] ** 2 if rule == "gait" else upper
-        u = act.inverse_increment(y[i + 2], increment, scales[i])
-        w = net.weights[i + 1]
-        d = np.zeros_like(y[i + 1])
-        d[:, : w.shape[0]] = inverse.solve(i + 1, w, u)
-        deltas[i] = d
+    prepare = getattr(inverse, "prepare", None)
+    if prepare is not None:  # factorise ahead (top layer first) where the inverse can
+        prepare(net.weights, range(L - 1, 0, -1))
+    try:
+        for i in range(L - 2, -1, -1):  # layer l = i+1 receives from layer l+1 = i+2 via weights[i+1]
+            scales[i] = scales[i + 1] / gammas[i + 1]
+            upper = deltas[i + 1]
+            increment = upper * A[i + 1] ** 2 if rule == "gait" else upper
+            u = act.inverse_increment(y[i + 2], increment, scales[i])
+            w = net.weights[i + 1]
+            d = np.zeros_like(y[i + 1])
+            d[:, : w.shape[0]] = inverse.solve(i + 1, w, u)
+            deltas[i] = d
+    finally:
+        if prepare is not None:
+            inverse.discard()
     return Targets(rule, fwd, deltas, scales)
 
 

@@ -133,3 +133,29 @@ def test_huge_targets_never_leak_nan():
     x, target = random_batch(net)
     with pytest.raises(ValueError, match="target: expected finite"):
         models.updates(net.weights, net.biases, x, target * np.inf, "gait")
+
+
+def test_threaded_layer_inverses_give_bit_identical_targets_and_errors():
+    """DirectInverse(threads=2) factorises the layers side by side: same LAPACK calls, same bits."""
+    net = models.init_network([12, 12, 12, 12, 12], "orthogonal", seed=3, n_out=4)
+    x = np.random.default_rng(0).standard_normal((5, 12))
+    fwd = net.forward(x)
+    target = models.constructed_target("quadratic", fwd.rates[-1], np.arange(5) % 4, 4)
+    threaded = models.DirectInverse(threads=2)
+    for rule in ("tp", "itp", "gait"):
+        one = models.compute_targets(net, fwd, target, rule, 1e-3).scaled_deviations
+        two = models.compute_targets(net, fwd, target, rule, 1e-3, inverse=threaded).scaled_deviations
+        assert all(np.array_equal(a, b) for a, b in zip(one, two))
+    # factors prepared for one array are never used for another (a stale prepare falls back to a fresh LU)
+    threaded.prepare(net.weights, [1])
+    other = net.weights[1] + 0.0
+    u = np.ones((2, 12))
+    assert np.array_equal(threaded.solve(1, other, u), models.DirectInverse().solve(1, other, u))
+    threaded.discard()
+    # a singular layer factorised on the pool raises in the caller, naming the layer
+    singular = net.copy()
+    singular.weights[2][:, 0] = singular.weights[2][:, 1]
+    with pytest.raises(models.SingularWeightsError, match=r"weights\[2\] \(layer 3\)"):
+        models.compute_targets(singular, singular.forward(x), target, "gait", 1e-3, inverse=threaded)
+    with pytest.raises(ValueError, match="threads: expected an integer >= 1, got 0"):
+        models.DirectInverse(threads=0)
