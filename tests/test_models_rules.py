@@ -91,6 +91,10 @@ def test_linear_networks_eq8_tp_equals_bp_orthogonal_itp_equals_gait():
         gait, _ = models.updates(net.weights, net.biases, x, target, "gait", gamma=1e-2, **kw)
         for a, b in zip(itp, gait):
             assert relative_error(a, b) < tol.IDENTITY_RTOL
+        # f' = 1: GAIT's scaled deviations follow TP's recursion operation for operation, whatever gamma
+        # (so a linear GAIT run equals the TP run with the same learning rate bit for bit, as seen in training)
+        for a, b in zip(tp, gait):
+            assert np.array_equal(a, b)
 
 
 @pytest.mark.parametrize("rule", ["tp", "itp", "gait"])
