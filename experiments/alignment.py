@@ -14,6 +14,7 @@ import numpy as np
 import models
 from analysis.metrics import cosine
 from analysis.plots import cosine_by_layer, scatter_updates, use_agg
+from models.regularizer import orthogonality_gradient
 
 from .common import Progress, write_summary
 from .datasets import load_embedded
@@ -117,15 +118,17 @@ def run_checkpoint(args, out):
     """Alignment with BP and orthogonality of a trained network (why does GAIT follow BP, or not?)."""
     import json
 
-    from .train import TrainConfig, build
+    from .train import TrainConfig, build, with_defaults
 
     with np.load(args.checkpoint) as ckpt:
         meta = json.loads(str(ckpt["meta"]))
-        cfg = TrainConfig(**meta["config"])
-        net, _ = build(cfg)
+        cfg = TrainConfig(**with_defaults(meta["config"]))
+        net, opt = build(cfg)
         for i in range(net.depth):
             net.weights[i][...] = ckpt[f"w{i}"]
             net.biases[i][...] = ckpt[f"b{i}"]
+        # Adam's step per unit lr, |m| / (sqrt(v) + eps), bias correction left out (~1 after training)
+        steps = [np.abs(ckpt[f"m{i}"]) / (np.sqrt(ckpt[f"v{i}"]) + opt.eps) for i in range(net.depth)]
     data = load_embedded()
     x, labels = data.test_x[: args.batch], data.test_y[: args.batch]
     fwd = net.forward(x)
@@ -143,5 +146,21 @@ def run_checkpoint(args, out):
     for rule in ("tp", "itp", "gait"):
         print(f"cos({rule.upper()}, BP) per layer: "
               + ", ".join(f"{r['cosine']:.4f}" for r in rows if r["rule"] == rule))
+    # What the regulariser adds to each weight's update, against the task's own update on this batch
+    task, _ = (models.backprop(net, fwd, target) if cfg.rule == "bp" else
+               models.target_updates(net, models.compute_targets(net, fwd, target, cfg.rule, cfg.gamma)))
+    n_out = net.n_out
+    reg_share = [float(np.linalg.norm(orthogonality_gradient(w, cfg.regulariser)[sel]) / np.linalg.norm(t[sel]))
+                 for w, t, sel in zip(net.weights, task, [slice(None)] * (net.depth - 1) + [slice(0, n_out)])]
+    adam_step = [float(np.median(s)) for s in steps[: net.depth - 1]]
+    adam_out = {"task_rows": float(np.median(steps[-1][:n_out])),
+                "auxiliary_rows": float(np.median(steps[-1][n_out:])) if steps[-1].shape[0] > n_out else None}
+    print(f"regulariser (lambda {cfg.regulariser:g}) / task update, Frobenius norms per layer (output: task rows): "
+          + ", ".join(f"{r:.3f}" for r in reg_share))
+    print("Adam's last step per unit lr, median |m| / (sqrt(v) + eps): hidden layers "
+          + ", ".join(f"{a:.3f}" for a in adam_step)
+          + f"; output task rows {adam_out['task_rows']:.3f}"
+          + (f", auxiliary rows {adam_out['auxiliary_rows']:.3f}" if adam_out["auxiliary_rows"] is not None else ""))
     write_summary(out, "alignment", {**vars(args), "trained_config": meta["config"]}, rows=rows,
-                  orthogonality_error=ortho)
+                  orthogonality_error=ortho, regulariser_over_task=reg_share, adam_step_hidden=adam_step,
+                  adam_step_output=adam_out)

@@ -53,3 +53,18 @@ def test_quick_mode_writes_summary_and_figures(name, tmp_path):
     if name == "bench":
         assert summary["matmul_gflops"] > 0
         assert summary["gait_target_rel_diff_vs_direct"] < 1e-10
+
+
+def test_alignment_of_a_trained_checkpoint(tmp_path):
+    """alignment --checkpoint: cosines with BP, orthogonality, the regulariser's share and Adam's step per layer."""
+    train = run_cli("train", "--quick", "--rule", "gait", "--widths", "784,40,40,10", "--epochs", "1",
+                    "--out", str(tmp_path / "run"))
+    assert train.returncode == 0, train.stderr[-3000:]
+    result = run_cli("alignment", "--checkpoint", str(tmp_path / "run" / "checkpoint.npz"), "--out",
+                     str(tmp_path / "align"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((tmp_path / "align" / "summary.json").read_text())
+    assert len(summary["orthogonality_error"]) == 3 and len(summary["regulariser_over_task"]) == 3
+    assert all(r > 0 for r in summary["regulariser_over_task"])  # lambda 0.1 by default for GAIT
+    assert len(summary["adam_step_hidden"]) == 2 and summary["adam_step_output"]["task_rows"] > 0
+    assert "regulariser (lambda 0.1) / task update" in result.stdout
