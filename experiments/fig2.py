@@ -11,7 +11,7 @@ from __future__ import annotations
 from analysis.plots import use_agg
 
 from .common import write_summary
-from .grid import add_grid_arguments, bar_plot, print_table, run_grid, table
+from .grid import add_grid_arguments, bar_plot, print_table, run_grid, table, test_std_percent
 
 DESCRIPTION = __doc__
 
@@ -36,7 +36,7 @@ def run(args, out):
     plt = use_agg()
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
     for rule in rules:
-        pts = sorted((int(s["arch"][2:]), 100 * s["test_mean"], 100 * s["test_std"]) for s in summary
+        pts = sorted((int(s["arch"][2:]), 100 * s["test_mean"], test_std_percent(s)) for s in summary
                      if s["panel"] == "A" and s["rule"] == rule)
         if pts:
             h, m, e = zip(*pts)

@@ -101,9 +101,9 @@ def table(rows: list, keys=("panel", "dataset", "arch", "rule")) -> list:
         test = np.array([r["peak_test_accuracy"] for r in runs])
         train_acc = np.array([r["peak_train_accuracy"] for r in runs])
         out.append({**dict(zip(keys, key)), "seeds": len(runs), "test_mean": float(test.mean()),
-                    "test_std": float(test.std(ddof=1)) if len(runs) > 1 else 0.0,
+                    "test_std": float(test.std(ddof=1)) if len(runs) > 1 else None,  # one seed: no spread
                     "train_mean": float(train_acc.mean()),
-                    "train_std": float(train_acc.std(ddof=1)) if len(runs) > 1 else 0.0})
+                    "train_std": float(train_acc.std(ddof=1)) if len(runs) > 1 else None})
     return out
 
 
@@ -111,8 +111,16 @@ def print_table(summary: list) -> None:
     print(f"\n{'panel':<6}{'dataset':<15}{'arch':<6}{'rule':<6}{'seeds':>6}{'peak test %':>16}{'peak train %':>16}")
     for s in summary:
         print(f"{s['panel']:<6}{s['dataset']:<15}{s['arch']:<6}{s['rule']:<6}{s['seeds']:>6}"
-              f"{100 * s['test_mean']:>10.2f} +- {100 * s['test_std']:<4.2f}"
-              f"{100 * s['train_mean']:>10.2f} +- {100 * s['train_std']:<4.2f}")
+              f"{_mean_std(s['test_mean'], s['test_std'])}{_mean_std(s['train_mean'], s['train_std'])}")
+
+
+def test_std_percent(cell: dict) -> float:
+    """A table cell's test-accuracy spread in percent; NaN (no error bar) for a single seed."""
+    return 100 * cell["test_std"] if cell["test_std"] is not None else float("nan")
+
+
+def _mean_std(mean: float, std: float | None) -> str:
+    return f"{100 * mean:>10.2f}" + (f" +- {100 * std:<4.2f}" if std is not None else " " * 8)
 
 
 def bar_plot(ax, summary, group_key: str, rules, title: str):
@@ -122,7 +130,7 @@ def bar_plot(ax, summary, group_key: str, rules, title: str):
         vals = [next((s for s in summary if s[group_key] == g and s["rule"] == rule), None) for g in groups]
         xs = np.arange(len(groups)) + k * width
         ax.bar(xs, [100 * v["test_mean"] if v else 0 for v in vals], width,
-               yerr=[100 * v["test_std"] if v else 0 for v in vals], label=rule.upper(), capsize=3)
+               yerr=[test_std_percent(v) if v else np.nan for v in vals], label=rule.upper(), capsize=3)
     ax.set_xticks(np.arange(len(groups)) + width * (len(rules) - 1) / 2)
     ax.set_xticklabels([str(g) for g in groups])
     ax.set_ylabel("peak test accuracy (%)")
