@@ -134,9 +134,11 @@ def run_checkpoint(args, out):
     fwd = net.forward(x)
     target = models.constructed_target("quadratic", fwd.rates[-1], labels, 10)
     bp, _ = models.backprop(net, fwd, target)
+    updates = {"bp": bp}
     rows = []
     for rule in ("tp", "itp", "gait"):
         dW, _ = models.target_updates(net, models.compute_targets(net, fwd, target, rule, cfg.gamma))
+        updates[rule] = dW
         for layer, (a, b) in enumerate(zip(dW, bp), start=1):
             rows.append({"init": f"trained ({cfg.rule}, epoch {meta['epoch']})", "rule": rule, "layer": layer,
                          "cosine": cosine(a, b)})
@@ -147,8 +149,7 @@ def run_checkpoint(args, out):
         print(f"cos({rule.upper()}, BP) per layer: "
               + ", ".join(f"{r['cosine']:.4f}" for r in rows if r["rule"] == rule))
     # What the regulariser adds to each weight's update, against the task's own update on this batch
-    task, _ = (models.backprop(net, fwd, target) if cfg.rule == "bp" else
-               models.target_updates(net, models.compute_targets(net, fwd, target, cfg.rule, cfg.gamma)))
+    task = updates[cfg.rule]
     n_out = net.n_out
     reg_share = [float(np.linalg.norm(orthogonality_gradient(w, cfg.regulariser)[sel]) / np.linalg.norm(t[sel]))
                  for w, t, sel in zip(net.weights, task, [slice(None)] * (net.depth - 1) + [slice(0, n_out)])]
