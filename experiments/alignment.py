@@ -132,7 +132,8 @@ def run_checkpoint(args, out):
     data = load_embedded()
     x, labels = data.test_x[: args.batch], data.test_y[: args.batch]
     fwd = net.forward(x)
-    target = models.constructed_target("quadratic", fwd.rates[-1], labels, 10)
+    # the trained network's own loss and task units (the probe batch is always embedded Fashion-MNIST images)
+    target = models.constructed_target(cfg.loss, fwd.rates[-1], labels, net.n_out)
     bp, _ = models.backprop(net, fwd, target)
     updates = {"bp": bp}
     rows = []

@@ -21,6 +21,7 @@ from models.training import step_flops, train_step
 
 from .common import DEFAULT_BLAS_THREADS, Progress, blas_threads, write_summary
 from .datasets import load_embedded
+from .train import default_lu_threads
 
 DESCRIPTION = __doc__
 #: Seconds per batch of the published GAIT-prop code on this machine (784 wide, 4 hidden layers,
@@ -163,16 +164,18 @@ def bench_circuit(args, data, widths, gait_step_ms):
     x = data.test_x[: args.batch]
     target = models.constructed_target("quadratic", net.forward(x).rates[-1], data.test_y[: args.batch], 10)
     spec = circuit.build_circuit(net, 1e-3, "gait")
+    lu_threads = default_lu_threads()
     with blas_threads(DEFAULT_BLAS_THREADS):
         t0 = time.perf_counter()
-        engine = circuit.make_engine(spec, "fast")
+        engine = circuit.make_engine(spec, "fast", inverse=models.DirectInverse(lu_threads))
         t1 = time.perf_counter()
         state = engine.settle_nudged(x, target, rtol=1e-10)
         t2 = time.perf_counter()
     fast_ms, factor_ms = (t2 - t0) * 1e3, (t1 - t0) * 1e3
     print(f"\ncircuit, {widths[1]} wide, {len(widths) - 2} hidden layers, batch {args.batch}, gamma 1e-3, GAIT mode")
     print(f"fast engine: nudged settle to relative residual 1e-10: {fast_ms:.0f} ms "
-          f"(of which LU factorisation {factor_ms:.0f} ms; worst residual {np.max(state.residual):.1e}) "
+          f"(of which LU factorisation on {lu_threads} thread(s) {factor_ms:.0f} ms; "
+          f"worst residual {np.max(state.residual):.1e}) "
           f"= {fast_ms / gait_step_ms:.1f}x the discrete GAIT step")
     # Brian2: a fixed 30 tau of simulated time (dt = tau/10): what a settle at moderate gamma takes.
     duration_tau = 30.0
@@ -205,20 +208,21 @@ def bench_circuit(args, data, widths, gait_step_ms):
           f"{summed_run:.2f} s for {short_tau:g} tau, i.e. {summed_per_sample:.1f} s per sample for "
           f"{duration_tau:g} tau (+{t_build:.1f} s to build the synapses); "
           f"{summed_per_sample / per_sample:.0f}x the network_operation engine")
-    circuit_ms, discrete_ms = circuit_training_step_ms(widths, args.batch, data, steps=3 if args.quick else 8)
-    print(f"training step with the paper's GAIT settings (regulariser 0.1): circuit-driven {circuit_ms:.0f} ms, "
+    circuit_ms, discrete_ms = circuit_training_step_ms(widths, args.batch, data, 3 if args.quick else 8, lu_threads)
+    print(f"training step with the paper's GAIT settings (regulariser 0.1, LU on {lu_threads} thread(s)): "
+          f"circuit-driven {circuit_ms:.0f} ms, "
           f"discrete {discrete_ms:.0f} ms per batch: a circuit epoch costs {circuit_ms / discrete_ms:.1f}x a "
           "discrete GAIT epoch")
     return {"circuit_training_step_ms": circuit_ms, "discrete_gait_training_step_ms": discrete_ms,
-            "fast_settle_ms": fast_ms, "fast_factorisation_ms": factor_ms,
+            "fast_settle_ms": fast_ms, "fast_factorisation_ms": factor_ms, "lu_threads": lu_threads,
             "fast_residual": float(np.max(state.residual)),
             "fast_settle_over_gait_step": fast_ms / gait_step_ms, "brian2_seconds_per_sample": per_sample,
             "brian2_simulated_tau": duration_tau, "summed_synapses_seconds_per_sample": summed_per_sample,
             "summed_synapses_layers": len(summed_widths) - 1, "summed_synapses_build_seconds": t_build}
 
 
-def circuit_training_step_ms(widths, batch, data, steps):
-    """Median ms per training batch: updates from the circuit (fast engine) vs discrete GAIT."""
+def circuit_training_step_ms(widths, batch, data, steps, lu_threads):
+    """Median ms per training batch: updates from the circuit (fast engine) vs discrete GAIT, same LU threads."""
     from models.training import train_epoch
 
     from .train import TrainConfig, circuit_update
@@ -238,7 +242,7 @@ def circuit_training_step_ms(widths, batch, data, steps):
 
         with blas_threads(DEFAULT_BLAS_THREADS):
             train_epoch(net, opt, x, y, rule="gait", seed=0, epoch=1, batch=batch, gamma=cfg.gamma,
-                        regularizer=cfg.regulariser, update=circuit_update(cfg) if engine == "circuit" else None,
-                        on_batch=tick)
+                        regularizer=cfg.regulariser, on_batch=tick, inverse=models.DirectInverse(lu_threads),
+                        update=circuit_update(cfg, lu_threads) if engine == "circuit" else None)
         out[engine] = float(np.median(times[2:]) * 1e3)
     return out["circuit"], out["discrete"]

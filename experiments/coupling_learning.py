@@ -53,7 +53,7 @@ def learn_point(point: dict) -> dict:
                       epochs=point["epochs"], lr=point["lr"], gamma=point["gamma"] or 1e-3, seed=point["seed"],
                       engine=point["engine"], noise=point["noise"]).resolved()
     net, opt = build(cfg)
-    update = circuit_update(cfg) if cfg.engine == "circuit" else None
+    update = circuit_update(cfg, lu_threads=1) if cfg.engine == "circuit" else None  # workers fill the cores
     accuracy = [evaluate(net, data.test_x, data.test_y, cfg.loss)[1]]
     start = time.perf_counter()
     for epoch in range(1, cfg.epochs + 1):

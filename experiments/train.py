@@ -12,7 +12,9 @@ learning_curves.png.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
+import fcntl
 import json
 import os
 import sys
@@ -123,8 +125,11 @@ def config_from_args(args) -> TrainConfig:
     return cfg.resolved()
 
 
-def circuit_update(cfg: TrainConfig):
-    """An update hook for :func:`models.training.train_epoch`: the circuit's local rule at steady state."""
+def circuit_update(cfg: TrainConfig, lu_threads: int | None = None):
+    """An update hook for :func:`models.training.train_epoch`: the circuit's local rule at steady state.
+
+    ``lu_threads`` (default :func:`default_lu_threads`): threads factorising the circuit's layers (same results).
+    """
     import circuit
 
     if cfg.rule not in circuit.MODES:
@@ -132,9 +137,10 @@ def circuit_update(cfg: TrainConfig):
 
     gammas = circuit.coupling_schedule(cfg.schedule, cfg.gamma, len(cfg.widths) - 1)
     warned = []
+    inverse = models.DirectInverse(default_lu_threads() if lu_threads is None else lu_threads)
 
     def update(net, x, target, fwd):
-        engine = circuit.FastEngine(circuit.build_circuit(net, gammas, cfg.rule))
+        engine = circuit.FastEngine(circuit.build_circuit(net, gammas, cfg.rule), inverse=inverse)
         if cfg.noise > 0:  # the noise seed follows the batch's content, so --resume stays bit-identical
             seed = [cfg.seed, zlib.crc32(np.ascontiguousarray(x).tobytes())]
             state = engine.settle_noisy(x, target, cfg.noise, duration=NOISY_DURATION,
@@ -156,7 +162,7 @@ def circuit_update(cfg: TrainConfig):
 def run(args, out):
     cfg = config_from_args(args)
     data = load_dataset(cfg.dataset, args.data_dir, allow_download=not args.no_download)
-    update = circuit_update(cfg) if cfg.engine == "circuit" else None
+    update = circuit_update(cfg, args.lu_threads) if cfg.engine == "circuit" else None
     result = train(cfg, data, out, resume=args.resume, stop_after_batches=args.stop_after_batches, update=update,
                    lu_threads=args.lu_threads)
     print(f"[train] peak test accuracy {result['peak_test_accuracy']:.4f}, final {result['final_test_accuracy']:.4f}")
@@ -196,9 +202,44 @@ def train(cfg: TrainConfig, data, out: Path, resume: bool = False, stop_after_ba
     """Train per ``cfg``; checkpoint every epoch in ``out``; return the summary dict.
 
     ``lu_threads`` (default :func:`default_lu_threads`) only changes speed, never results.
+    Only one process trains in ``out`` at a time (:class:`RunDirBusyError` otherwise).
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    with run_dir_lock(out):
+        return _train(cfg, data, out, resume, stop_after_batches, update, label, lu_threads)
+
+
+class RunDirBusyError(RuntimeError):
+    """Another process is training in the same output directory."""
+
+
+@contextlib.contextmanager
+def run_dir_lock(out: Path):
+    """Hold an exclusive lock on ``out/.lock`` (released by the OS even if the process is killed).
+
+    Two processes checkpointing into one directory would overwrite each other's epochs.
+    """
+    fh = open(out / ".lock", "a+")
+    try:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "unknown"
+            raise RunDirBusyError(
+                f"{out}: expected no other training in this directory, but process {holder} holds its lock; "
+                "wait for it to finish (then --resume) or use another --out") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"{os.getpid()}\n")
+        fh.flush()
+        yield
+    finally:
+        fh.close()
+
+
+def _train(cfg, data, out, resume, stop_after_batches, update, label, lu_threads) -> dict:
     net, opt = build(cfg)
     history, first_epoch, times = [], 1, []
     ckpt = out / "checkpoint.npz"

@@ -18,7 +18,7 @@ layer ``i+1``; ``rates[l]`` refers to layer ``l`` (``rates[0]`` is the input).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 import scipy.linalg
@@ -226,11 +226,22 @@ class DirectInverse:
         self.discard()
         if self.threads == 1:
             return
+        self._ensure_pool()
+        self._pending = {i: (weights[i], self._pool.submit(lu_checked, i, weights[i])) for i in indices}
+
+    def factorise(self, weights: Sequence[np.ndarray], indices: Iterable[int]) -> dict:
+        """``{i: LU factors of weights[i]}`` for repeated solves (side by side on the pool if threads > 1)."""
+        indices = list(indices)
+        if self.threads == 1 or len(indices) < 2:
+            return {i: lu_checked(i, weights[i]) for i in indices}
+        self._ensure_pool()
+        return dict(zip(indices, self._pool.map(lu_checked, indices, [weights[i] for i in indices])))
+
+    def _ensure_pool(self) -> None:
         if self._pool is None:
             from concurrent.futures import ThreadPoolExecutor
 
             self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="lu")
-        self._pending = {i: (weights[i], self._pool.submit(lu_checked, i, weights[i])) for i in indices}
 
     def discard(self) -> None:
         """Forget prepared factors (waits for running factorisations, ignores their errors)."""

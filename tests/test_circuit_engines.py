@@ -119,6 +119,20 @@ def test_non_convergence_raises_with_residuals_or_returns_mask():
     assert state.converged.dtype == bool and not state.converged.any()
 
 
+def test_fast_engine_factorising_on_two_threads_settles_to_the_same_bits():
+    """The layers' LU factorisations side by side (DirectInverse(threads=2)): same LAPACK calls, same steady state."""
+    net = models.init_network([10, 10, 10, 10, 4], "orthogonal", seed=1, n_out=4)
+    x, target = random_batch(net, batch=5, seed=2)
+    spec = circuit.build_circuit(net, 1e-2, "gait")
+    one = circuit.FastEngine(spec).settle_nudged(x, target)
+    two = circuit.FastEngine(spec, inverse=models.DirectInverse(threads=2)).settle_nudged(x, target)
+    assert all(np.array_equal(a, b) for a, b in zip(one.rates, two.rates))
+    singular = net.copy()
+    singular.weights[2][:, 0] = singular.weights[2][:, 1]
+    with pytest.raises(models.SingularWeightsError, match=r"weights\[2\] \(layer 3\)"):
+        circuit.FastEngine(circuit.build_circuit(singular, 1e-2, "gait"), inverse=models.DirectInverse(threads=2))
+
+
 def test_strong_gait_coupling_diverges_with_advice():
     net = models.init_network([6, 6, 6, 6], "xavier", seed=0, n_out=3)
     x, target = random_batch(net, batch=4, seed=0)

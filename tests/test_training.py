@@ -2,13 +2,14 @@
 
 import csv
 import json
+import os
 
 import numpy as np
 import pytest
 
 from experiments import datasets
 from experiments.demo import shrink
-from experiments.train import TrainConfig, train
+from experiments.train import RunDirBusyError, TrainConfig, run_dir_lock, train
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +76,16 @@ def test_resume_refuses_a_different_configuration(tiny, tmp_path):
     train(tiny_config(epochs=1), tiny, tmp_path, resume=True)
     with pytest.raises(ValueError, match="another configuration.*'lr'"):
         train(tiny_config(epochs=2, lr=5e-4), tiny, tmp_path, resume=True)
+
+
+def test_a_run_directory_is_trained_by_one_process_at_a_time(tiny, tmp_path):
+    """A second training in the same --out would overwrite the first one's checkpoints: refused, naming the holder."""
+    with run_dir_lock(tmp_path):  # flock: a second open file conflicts even within one process
+        with pytest.raises(RunDirBusyError, match=f"process {os.getpid()} holds its lock.*another --out"):
+            train(tiny_config(epochs=1), tiny, tmp_path)
+    assert not (tmp_path / "checkpoint.npz").exists()
+    train(tiny_config(epochs=1), tiny, tmp_path)  # released: trains
+    assert (tmp_path / "checkpoint.npz").exists()
 
 
 def test_circuit_engine_training_follows_discrete_gait(tiny, tmp_path):
