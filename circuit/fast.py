@@ -307,19 +307,8 @@ class FastEngine:
 
     def _drift_layer(self, p, r, l, target):
         """Drift of layer l (1..L) at absolute rates r (r[0] = input); target None: no nudge."""
-        net, act = self.spec.network, self.spec.network.activation
-        w, b = net.weights[l - 1], net.biases[l - 1]
-        phi = act.f(r[l - 1][:, : w.shape[0]] @ w.T + b)
-        k = p.k[l - 1]
-        if l < net.depth:
-            psi = np.zeros_like(phi)
-            n = net.weights[l].shape[0]
-            psi[:, :n] = self._solve(l, act.inverse(r[l + 1]) - net.biases[l])
-        elif target is None:
-            psi, k = phi, 0.0  # no nudge
-        else:
-            psi = target
-        return -r[l] + (1 - k) * phi + k * psi
+        net = self.spec.network
+        return -r[l] + _relaxed_rate(net.activation, net.weights, net.biases, p.k[l - 1], self._solve, r, l, target)
 
     def _simulate_absolute(self, p, target, t_eval):
         L = self.spec.depth
@@ -392,21 +381,15 @@ class FastEngine:
         k = [ki.astype(dt) for ki in p.k]
         t = target.astype(dt)
 
-        def phi(r_below, i):
-            return act.f(r_below[:, : w[i].shape[0]] @ w[i].T + b[i]).astype(dt)
+        def solve(i, u):  # rows of W_i^-1 u in dtype
+            return scipy.linalg.lu_solve(lu[i], u.T, check_finite=False).T
 
         def layer(r, i):  # new rate of layer l = i+1 from its neighbours
-            if i == L - 1:
-                psi = t
-            else:
-                psi = np.zeros_like(r[i + 1])
-                u = (act.inverse(r[i + 2]).astype(dt) - b[i + 1])
-                psi[:, : w[i + 1].shape[0]] = scipy.linalg.lu_solve(lu[i + 1], u.T, check_finite=False).T
-            return ((1 - k[i]) * phi(r[i], i) + k[i] * psi).astype(dt)
+            return _relaxed_rate(act, w, b, k[i], solve, r, i + 1, t, dt)
 
         free = [x.astype(dt)]
         for i in range(L):
-            free.append(phi(free[-1], i))
+            free.append(act.f(free[-1][:, : w[i].shape[0]] @ w[i].T + b[i]).astype(dt))
         r = list(free)
         batch = x.shape[0]
         change = np.full(batch, np.inf)
@@ -476,6 +459,26 @@ class FastEngine:
         """Largest real part of the linearised system's eigenvalues per sample (units of 1/tau)."""
         x, _ = check_batch(self.spec, x)
         return largest_real_eigenvalue(self.spec, x, None if state is None else state.rates)
+
+
+def _relaxed_rate(act, weights, biases, k, solve, r, l, target, dtype=np.float64):
+    """``(1 - k_l) phi_l + k_l psi_l``: where layer l (1..L) relaxes to at absolute rates ``r`` (r[0] = input).
+
+    ``phi_l`` is the feedforward drive, ``psi_l`` the inverse of the layer above (or the target at
+    the output; ``target`` None: no nudge); ``solve(l, u)`` gives the rows of ``W_l^-1 u``.  Every
+    intermediate is kept in ``dtype`` (float32: what a float32 circuit computes).
+    """
+    w, b = weights[l - 1], biases[l - 1]
+    phi = act.f(r[l - 1][:, : w.shape[0]] @ w.T + b).astype(dtype, copy=False)
+    if l < len(weights):
+        psi = np.zeros_like(phi)
+        u = act.inverse(r[l + 1]).astype(dtype, copy=False) - biases[l]
+        psi[:, : weights[l].shape[0]] = solve(l, u)
+    elif target is None:
+        return phi
+    else:
+        psi = target
+    return ((1 - k) * phi + k * psi).astype(dtype, copy=False)
 
 
 def _forward_potential(engine, p, i, z):
