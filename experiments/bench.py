@@ -85,6 +85,31 @@ def time_steps(widths, batch, rule, regulariser, steps, data, lu_threads=1):
     return np.array(times[2:]), net
 
 
+def inverse_floor(widths, batch: int, repeats: int = 20) -> dict:
+    """Milliseconds of the exact inverses' LAPACK calls alone, one thread, each timed in a hot loop.
+
+    TP and GAIT factorise every weight matrix they invert (all but the first) with ``getrf``
+    and apply it to the batch with ``getrs``; in float64 (what training uses) and float32
+    (for comparison: what single precision would save).  Their sum is a floor under the
+    step that no scheduling removes, only more cores.
+    """
+    import scipy.linalg.lapack as lapack
+
+    rng = np.random.default_rng(0)
+    out = {}
+    for dtype, prefix in ((np.float64, "d"), (np.float32, "s")):
+        getrf, getrs = getattr(lapack, prefix + "getrf"), getattr(lapack, prefix + "getrs")
+        total_f = total_s = 0.0
+        for n in widths[2:]:
+            w = (np.linalg.qr(rng.standard_normal((n, n)))[0] + 0.01 * rng.standard_normal((n, n))).astype(dtype)
+            u = rng.standard_normal((n, batch)).astype(dtype)
+            lu, piv, _ = getrf(w.T)
+            total_f += _median_seconds(lambda w=w, getrf=getrf: getrf(w.T), repeats)
+            total_s += _median_seconds(lambda lu=lu, piv=piv, u=u, getrs=getrs: getrs(lu, piv, u, trans=1), repeats)
+        out[dtype.__name__] = {"getrf_ms": total_f * 1e3, "getrs_ms": total_s * 1e3}
+    return out
+
+
 class NumpySolve:
     """np.linalg.solve on each layer: the independent direct solve the targets are checked against."""
 
@@ -99,7 +124,12 @@ def run(args, out):
     peak = matmul_peak(repeats=5 if args.quick else 15)
     with blas_threads(DEFAULT_BLAS_THREADS):
         product_floor = bp_product_floor(widths, args.batch, repeats=10 if args.quick else 30)
+        lapack_floor = inverse_floor(widths, args.batch, repeats=5 if args.quick else 20)
     print(f"matmul peak ({widths[1]}x{widths[1]} float64, all threads): {peak:.1f} GFLOP/s")
+    for name, f in lapack_floor.items():
+        print(f"exact inverses alone, {name}, one thread: getrf x{len(widths) - 2} {f['getrf_ms']:.1f} ms "
+              f"+ getrs x{len(widths) - 2} (batch {args.batch}) {f['getrs_ms']:.1f} ms "
+              f"= {f['getrf_ms'] + f['getrs_ms']:.1f} ms per batch")
     print(f"BP step's own products timed alone (blas_threads={DEFAULT_BLAS_THREADS}): {product_floor * 1e3:.1f} ms")
     thread_settings = (DEFAULT_BLAS_THREADS,) if args.quick else (1, 2)
     configs = [(t, rule, reg, 1) for t in thread_settings for rule in ("bp", "tp", "gait") for reg in (0.0, 0.1)]
@@ -152,6 +182,7 @@ def run(args, out):
     circuit_results = bench_circuit(args, data, widths, gait["ms_per_batch"])
     write_summary(out, "bench", {**vars(args), "widths": widths, "steps": steps}, rows=rows,
                   matmul_gflops=peak, bp_product_floor_ms=product_floor * 1e3, ratios=ratios,
+                  inverse_floor_ms=lapack_floor,
                   gait_target_rel_diff_vs_direct=target_error, circuit=circuit_results)
 
 

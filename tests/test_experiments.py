@@ -52,6 +52,7 @@ def test_quick_mode_writes_summary_and_figures(name, tmp_path):
     assert f"[{name}] done" in result.stderr
     if name == "bench":
         assert summary["matmul_gflops"] > 0
+        assert all(f["getrf_ms"] > 0 and f["getrs_ms"] > 0 for f in summary["inverse_floor_ms"].values())
         assert summary["gait_target_rel_diff_vs_direct"] < 1e-10
 
 
