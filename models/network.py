@@ -221,8 +221,14 @@ class DirectInverse:
         """Begin factorising ``weights[i]`` for ``i`` in ``indices`` (in that order) on the pool.
 
         A later ``solve(i, w, u)`` uses those factors only if ``w`` is the very array
-        prepared; the caller must not change the weights in between.
+        prepared; the caller must not change the weights in between, and calls
+        :meth:`discard` once done.  Preparing the same arrays again keeps the
+        factorisations already under way (so a training step can start them before its
+        forward pass, and the target computation's own ``prepare`` finds them).
         """
+        indices = list(indices)
+        if self._pending and all(i in self._pending and self._pending[i][0] is weights[i] for i in indices):
+            return
         self.discard()
         if self.threads == 1:
             return

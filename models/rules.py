@@ -116,9 +116,7 @@ def compute_targets(net: Network, fwd: ForwardPass, target, rule: str, gamma=1e-
     scales = np.ones(L)
     deltas = [None] * L
     deltas[L - 1] = target - y[L]
-    prepare = getattr(inverse, "prepare", None)
-    if prepare is not None:  # factorise ahead (top layer first) where the inverse can
-        prepare(net.weights, range(L - 1, 0, -1))
+    prepare = prepare_inverses(net, rule, inverse)
     try:
         for i in range(L - 2, -1, -1):  # layer l = i+1 receives from layer l+1 = i+2 via weights[i+1]
             scales[i] = scales[i + 1] / gammas[i + 1]
@@ -130,9 +128,36 @@ def compute_targets(net: Network, fwd: ForwardPass, target, rule: str, gamma=1e-
             d[:, : w.shape[0]] = inverse.solve(i + 1, w, u)
             deltas[i] = d
     finally:
-        if prepare is not None:
+        if prepare:
             inverse.discard()
     return Targets(rule, fwd, deltas, scales)
+
+
+def prepare_inverses(net: Network, rule: str, inverse) -> bool:
+    """Start factorising the layers a target rule inverts (top layer first) where ``inverse`` can.
+
+    Returns whether it did; the caller then owes ``inverse.discard()``.  Calling it again for
+    the same weights keeps the factorisations under way (:meth:`DirectInverse.prepare`).
+    """
+    prepare = getattr(inverse, "prepare", None)
+    if rule not in ("tp", "itp", "gait") or prepare is None:
+        return False
+    prepare(net.weights, range(net.depth - 1, 0, -1))
+    return True
+
+
+def forward_factorising(net: Network, x, rule: str, inverse) -> ForwardPass:
+    """``net.forward(x)``, with the factorisations of :func:`prepare_inverses` started first to overlap it.
+
+    The caller goes on to :func:`compute_targets` (which discards them) with the same weights.
+    """
+    prepared = prepare_inverses(net, rule, inverse)
+    try:
+        return net.forward(x)
+    except BaseException:
+        if prepared:
+            inverse.discard()
+        raise
 
 
 def error_signals(targets: Targets) -> list:
@@ -190,7 +215,7 @@ def compute_updates(net: Network, x, target, rule: str, gamma=1e-3, inverse=None
     """
     if rule not in RULES:
         raise ValueError(f"rule: expected one of {RULES}, got {rule!r}")
-    fwd = net.forward(x) if fwd is None else fwd
+    fwd = forward_factorising(net, x, rule, inverse) if fwd is None else fwd
     if rule == "bp":
         return backprop(net, fwd, target) + (fwd,)
     targets = compute_targets(net, fwd, target, rule, gamma, inverse)

@@ -12,7 +12,7 @@ from .losses import constructed_target, loss_value
 from .network import Network
 from .optimizers import Adam
 from .regularizer import orthogonality_gradient
-from .rules import compute_updates
+from .rules import compute_updates, forward_factorising
 
 __all__ = ["train_step", "apply_update", "step_flops", "evaluate", "epoch_order", "train_epoch"]
 
@@ -93,20 +93,24 @@ def train_epoch(net: Network, optimizer: Adam, x, labels, *, rule: str, seed: in
     order = epoch_order(len(labels), seed, epoch)
     n_batches = len(order) // batch
     total_loss, correct = 0.0, 0
-    for i in range(n_batches):
-        idx = order[i * batch: (i + 1) * batch]
-        xb, yb = x[idx], labels[idx]
-        fwd = net.forward(xb)
-        target = constructed_target(loss, fwd.rates[-1], yb, net.n_out)
-        if update is None:
-            dW, db, _ = compute_updates(net, xb, target, rule, gamma, inverse, fwd=fwd)
-        else:
-            dW, db = update(net, xb, target, fwd)
-        out = fwd.rates[-1]
-        total_loss += loss_value(loss, out, yb, net.n_out)
-        correct += count_correct(out, yb, net.n_out)
-        apply_update(net, optimizer, dW, db, regularizer)
-        if on_batch is not None:
-            on_batch(i, n_batches, total_loss / (i + 1))
+    try:
+        for i in range(n_batches):
+            idx = order[i * batch: (i + 1) * batch]
+            xb, yb = x[idx], labels[idx]
+            # the layers' factorisations (TP, ITP, GAIT) overlap the forward pass; compute_targets discards them
+            fwd = forward_factorising(net, xb, rule, inverse) if update is None else net.forward(xb)
+            target = constructed_target(loss, fwd.rates[-1], yb, net.n_out)
+            if update is None:
+                dW, db, _ = compute_updates(net, xb, target, rule, gamma, inverse, fwd=fwd)
+            else:
+                dW, db = update(net, xb, target, fwd)
+            out = fwd.rates[-1]
+            total_loss += loss_value(loss, out, yb, net.n_out)
+            correct += count_correct(out, yb, net.n_out)
+            apply_update(net, optimizer, dW, db, regularizer)
+            if on_batch is not None:
+                on_batch(i, n_batches, total_loss / (i + 1))
+    finally:  # no factors of weights that change in place may outlive a failed step
+        getattr(inverse, "discard", lambda: None)()
     seen = n_batches * batch
     return {"running_loss": total_loss / max(n_batches, 1), "running_accuracy": correct / max(seen, 1)}

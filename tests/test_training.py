@@ -149,7 +149,8 @@ def test_circuit_training_keeps_a_slow_samples_state_and_says_so(tiny, monkeypat
     settled = update(net, x, target, fwd)[0]
     original = circuit.FastEngine.__init__
     monkeypatch.setattr(circuit.FastEngine, "__init__",  # a residual no state reaches: every sample "unconverged"
-                        lambda self, spec, rtol=1e-10, max_sweeps=200: original(self, spec, 1e-300, max_sweeps))
+                        lambda self, spec, rtol=1e-10, max_sweeps=200, inverse=None:
+                        original(self, spec, 1e-300, max_sweeps, inverse))
     kept = update(net, x, target, fwd)[0]
     update(net, x, target, fwd)
     assert capsys.readouterr().err.count("did not settle to residual 1e-10 within 2000 tau") == 1
