@@ -42,9 +42,30 @@ def provenance() -> dict:
                                     cwd=Path(__file__).parent, timeout=10).stdout.strip())
     except (OSError, subprocess.SubprocessError):
         commit, dirty = None, None
-    return {"python": sys.version.split()[0], "platform": platform.platform(), "packages": versions,
-            "git_commit": commit, "git_dirty": dirty, "command": " ".join(sys.argv),
-            "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    return {"python": sys.version.split()[0], "platform": platform.platform(), "cpu": cpu_model(),
+            "blas": blas_libraries(), "packages": versions, "git_commit": commit, "git_dirty": dirty,
+            "command": " ".join(sys.argv), "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def cpu_model() -> str | None:
+    """The processor's model name (Linux), e.g. to tell two machines' roundings apart."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            return next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), None)
+    except OSError:
+        return platform.processor() or None
+
+
+def blas_libraries() -> list:
+    """Each loaded BLAS: library, version and the CPU kernels it chose at run time.
+
+    Runs whose floating-point results differ between machines (LU factorisations,
+    products) usually differ here: OpenBLAS picks its kernels by CPU.
+    """
+    from threadpoolctl import threadpool_info
+
+    return [{"library": Path(i["filepath"]).name, "version": i.get("version"),
+             "architecture": i.get("architecture")} for i in threadpool_info() if i.get("user_api") == "blas"]
 
 
 def _jsonable(value):

@@ -44,6 +44,7 @@ def test_quick_mode_writes_summary_and_figures(name, tmp_path):
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["experiment"] == name
     assert summary["provenance"]["packages"]["numpy"]
+    assert summary["provenance"]["blas"] and all("architecture" in b for b in summary["provenance"]["blas"])
     assert summary["rows"], "no rows"
     for row in summary["rows"]:
         assert REQUIRED_ROW_FIELDS[name] <= set(row), set(row)
