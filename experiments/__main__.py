@@ -4,10 +4,20 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import time
 
-from .common import prepare_out, tune_allocator
+#: Commands whose results must not depend on how the process was started.  OpenBLAS rounds
+#: differently when it starts with several threads and is limited to one later than when it
+#: starts with one (as under ``taskset -c 1``), so these start it with one thread (training
+#: uses one BLAS thread anyway) before numpy loads: the same run gives the same bits whatever
+#: the CPUs it sees, and ``--resume`` continues it exactly.
+SINGLE_THREAD_BLAS_COMMANDS = ("train", "fig2", "fig3")
+if len(sys.argv) > 1 and sys.argv[1] in SINGLE_THREAD_BLAS_COMMANDS and "numpy" not in sys.modules:
+    os.environ["OPENBLAS_NUM_THREADS"] = "1"
+
+from .common import prepare_out, tune_allocator  # noqa: E402  (after the BLAS set-up above)
 
 #: name -> module under experiments/; each module has DESCRIPTION, add_arguments(parser), run(args, out).
 EXPERIMENTS = {

@@ -65,7 +65,17 @@ def blas_libraries() -> list:
     from threadpoolctl import threadpool_info
 
     return [{"library": Path(i["filepath"]).name, "version": i.get("version"),
-             "architecture": i.get("architecture")} for i in threadpool_info() if i.get("user_api") == "blas"]
+             "architecture": i.get("architecture"), "threads": i.get("num_threads")}
+            for i in threadpool_info() if i.get("user_api") == "blas"]
+
+
+def blas_start_threads() -> list:
+    """Each BLAS library's thread count outside any limit (for OpenBLAS: what it started with).
+
+    OpenBLAS started with one thread rounds differently from one started with more and limited
+    to one, so a run's bits depend on it (``python -m experiments train`` starts it with one).
+    """
+    return [b["threads"] for b in blas_libraries()]
 
 
 def _jsonable(value):

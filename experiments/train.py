@@ -29,7 +29,7 @@ import models
 from analysis.plots import use_agg
 from models.training import evaluate, train_epoch
 
-from .common import DEFAULT_BLAS_THREADS, blas_threads, write_summary
+from .common import DEFAULT_BLAS_THREADS, blas_start_threads, blas_threads, write_summary
 from .datasets import DATASETS, load_dataset
 
 DESCRIPTION = __doc__
@@ -243,9 +243,15 @@ def _train(cfg, data, out, resume, stop_after_batches, update, label, lu_threads
     net, opt = build(cfg)
     history, first_epoch, times = [], 1, []
     ckpt = out / "checkpoint.npz"
+    blas = blas_start_threads()
     if resume and ckpt.exists():
-        first_epoch, history, times = load_checkpoint(ckpt, cfg, net, opt)
+        first_epoch, history, times, saved_blas = load_checkpoint(ckpt, cfg, net, opt)
         print(f"[train] resuming after epoch {first_epoch - 1} from {ckpt}", file=sys.stderr)
+        if saved_blas is not None and saved_blas != blas:
+            print(f"[train] warning: the checkpoint was written by a process whose BLAS started with {saved_blas} "
+                  f"thread(s), this one with {blas}: the run continues correctly, but its last bits will differ "
+                  "from an uninterrupted run (resume with `python -m experiments train`, which starts OpenBLAS "
+                  "with one thread, or set OPENBLAS_NUM_THREADS as the first process had it)", file=sys.stderr)
     eval_idx = np.random.default_rng([cfg.seed, 10**6]).choice(len(data.train_y), min(EVAL_TRAIN_SAMPLES,
                                                                                      len(data.train_y)), replace=False)
     batches_per_epoch = len(data.train_y) // cfg.batch
@@ -278,7 +284,7 @@ def _train(cfg, data, out, resume, stop_after_batches, update, label, lu_threads
         print(f"\r[train] {label}epoch {epoch}/{cfg.epochs}: {t1 - t0:.1f} s training "
               f"({batches_per_epoch / (t1 - t0):.1f} batches/s), evaluation {t2 - t1:.1f} s "
               f"({100 * (t2 - t1) / (t1 - t0):.1f}%), test accuracy {test_acc:.4f}" + " " * 20, file=sys.stderr)
-        save_checkpoint(ckpt, cfg, net, opt, epoch, history, times)
+        save_checkpoint(ckpt, cfg, net, opt, epoch, history, times, blas)
         write_csv(out / "metrics.csv", history)
     return summarise(cfg, history, times, out)
 
@@ -293,13 +299,13 @@ def evaluation_rows(net, cfg, data, eval_idx, epoch, step):
     return rows
 
 
-def save_checkpoint(path: Path, cfg, net, opt, epoch, history, times):
+def save_checkpoint(path: Path, cfg, net, opt, epoch, history, times, blas_threads_at_start=None):
     arrays = {f"w{i}": w for i, w in enumerate(net.weights)}
     arrays.update({f"b{i}": b for i, b in enumerate(net.biases)})
     arrays.update({f"m{i}": m for i, m in enumerate(opt.m)})
     arrays.update({f"v{i}": v for i, v in enumerate(opt.v)})
     meta = {"config": asdict(cfg), "epoch": epoch, "adam_steps": opt.step_count, "history": history,
-            "times": times}
+            "times": times, "blas_start_threads": blas_threads_at_start}
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as fh:
         np.savez(fh, meta=np.array(json.dumps(meta)), **arrays)
@@ -325,7 +331,7 @@ def load_checkpoint(path: Path, cfg, net, opt):
         opt.m = [data[f"m{i}"].copy() for i in range(2 * L)]
         opt.v = [data[f"v{i}"].copy() for i in range(2 * L)]
         opt.step_count = meta["adam_steps"]
-    return meta["epoch"] + 1, meta["history"], meta["times"]
+    return meta["epoch"] + 1, meta["history"], meta["times"], meta.get("blas_start_threads")
 
 
 def write_csv(path: Path, history):

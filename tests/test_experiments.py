@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,6 +28,26 @@ REQUIRED_ROW_FIELDS = {
 def run_cli(*args, timeout=600):
     return subprocess.run([sys.executable, "-m", "experiments", *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=timeout, env={**os.environ, "MPLBACKEND": "Agg"})
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs to start a process on one")
+def test_training_gives_the_same_bits_whatever_cpus_the_process_sees(tmp_path):
+    """OpenBLAS started on two CPUs and limited to one thread rounds differently from one started on one CPU;
+    `train` starts it with one thread, so a run under `taskset -c 0` and a free run agree bit for bit."""
+    runs = {}
+    for name, cpus in (("free", None), ("one_cpu", {min(os.sched_getaffinity(0))})):
+        env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+        result = subprocess.run(
+            [sys.executable, "-m", "experiments", "train", "--quick", "--rule", "gait", "--out", str(tmp_path / name)],
+            cwd=ROOT, capture_output=True, text=True, timeout=600, env={**env, "MPLBACKEND": "Agg"},
+            preexec_fn=(lambda cpus=cpus: os.sched_setaffinity(0, cpus)) if cpus else None)
+        assert result.returncode == 0, result.stderr[-3000:]
+        runs[name] = np.load(tmp_path / name / "checkpoint.npz")
+        provenance = json.loads((tmp_path / name / "summary.json").read_text())["provenance"]
+        assert all(b["threads"] == 1 for b in provenance["blas"]), provenance["blas"]
+    for key in runs["free"].files:
+        if key != "meta":
+            assert np.array_equal(runs["free"][key], runs["one_cpu"][key]), key
 
 
 def test_help_lists_every_experiment():

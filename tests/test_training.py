@@ -78,6 +78,18 @@ def test_resume_refuses_a_different_configuration(tiny, tmp_path):
         train(tiny_config(epochs=2, lr=5e-4), tiny, tmp_path, resume=True)
 
 
+def test_resume_warns_when_blas_started_differently(tiny, tmp_path, monkeypatch, capsys):
+    """The checkpoint records the BLAS threads its process started with; a different start rounds differently."""
+    import experiments.train
+
+    train(tiny_config(epochs=1), tiny, tmp_path)
+    monkeypatch.setattr(experiments.train, "blas_start_threads", lambda: [7, 7])
+    train(tiny_config(epochs=2), tiny, tmp_path, resume=True)
+    assert "last bits will differ from an uninterrupted run" in capsys.readouterr().err
+    train(tiny_config(epochs=3), tiny, tmp_path, resume=True)  # epoch 2 was written by the [7, 7] process
+    assert "last bits will differ" not in capsys.readouterr().err
+
+
 def test_a_run_directory_is_trained_by_one_process_at_a_time(tiny, tmp_path):
     """A second training in the same --out would overwrite the first one's checkpoints: refused, naming the holder."""
     with run_dir_lock(tmp_path):  # flock: a second open file conflicts even within one process
