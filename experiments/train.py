@@ -137,7 +137,7 @@ def circuit_update(cfg: TrainConfig, lu_threads: int | None = None):
 
     gammas = circuit.coupling_schedule(cfg.schedule, cfg.gamma, len(cfg.widths) - 1)
     warned = []
-    inverse = models.DirectInverse(default_lu_threads() if lu_threads is None else lu_threads)
+    inverse = lu_inverse(lu_threads)
 
     def update(net, x, target, fwd):
         engine = circuit.FastEngine(circuit.build_circuit(net, gammas, cfg.rule), inverse=inverse)
@@ -190,6 +190,11 @@ def build(cfg: TrainConfig):
     net = models.init_network(cfg.widths, cfg.init, seed=cfg.seed, activation=act, n_out=cfg.n_out)
     opt = models.Adam.published(cfg.lr) if cfg.adam == "published" else models.Adam(lr=cfg.lr)
     return net, opt
+
+
+def lu_inverse(lu_threads: int | None) -> models.DirectInverse:
+    """The exact layer inverses on ``lu_threads`` threads (None: :func:`default_lu_threads`); same results for any."""
+    return models.DirectInverse(default_lu_threads() if lu_threads is None else lu_threads)
 
 
 def default_lu_threads() -> int:
@@ -255,7 +260,7 @@ def _train(cfg, data, out, resume, stop_after_batches, update, label, lu_threads
     eval_idx = np.random.default_rng([cfg.seed, 10**6]).choice(len(data.train_y), min(EVAL_TRAIN_SAMPLES,
                                                                                      len(data.train_y)), replace=False)
     batches_per_epoch = len(data.train_y) // cfg.batch
-    inverse = models.DirectInverse(default_lu_threads() if lu_threads is None else lu_threads)
+    inverse = lu_inverse(lu_threads)
     if not history:
         history += evaluation_rows(net, cfg, data, eval_idx, epoch=0, step=0)
     for epoch in range(first_epoch, cfg.epochs + 1):

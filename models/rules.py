@@ -116,7 +116,7 @@ def compute_targets(net: Network, fwd: ForwardPass, target, rule: str, gamma=1e-
     scales = np.ones(L)
     deltas = [None] * L
     deltas[L - 1] = target - y[L]
-    prepare = prepare_inverses(net, rule, inverse)
+    prepared = prepare_inverses(net, rule, inverse)
     try:
         for i in range(L - 2, -1, -1):  # layer l = i+1 receives from layer l+1 = i+2 via weights[i+1]
             scales[i] = scales[i + 1] / gammas[i + 1]
@@ -128,7 +128,7 @@ def compute_targets(net: Network, fwd: ForwardPass, target, rule: str, gamma=1e-
             d[:, : w.shape[0]] = inverse.solve(i + 1, w, u)
             deltas[i] = d
     finally:
-        if prepare:
+        if prepared:
             inverse.discard()
     return Targets(rule, fwd, deltas, scales)
 
