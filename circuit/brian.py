@@ -26,6 +26,7 @@ from __future__ import annotations
 import numpy as np
 
 import models
+from models.validation import layer_scales
 
 from .plasticity import updates_from_errors
 from .results import SteadyState, Trajectory, divergence_message, finish
@@ -283,7 +284,7 @@ class Brian2Engine:
             raise ValueError(f"gamma: the local rule divides by the couplings, expected gamma > 0, "
                              f"got {spec.gamma.tolist()}")
         fwd = state.forward_for(x)
-        scales = [np.prod(1.0 / spec.gamma[i:]) for i in range(spec.depth)]
+        scales = layer_scales(spec.gamma)
         presynaptic = [x] + state.rates[:-1]
         errors = []
         for i, (w, b) in enumerate(zip(net.weights, net.biases)):

@@ -30,6 +30,7 @@ from scipy.integrate import solve_ivp
 
 import models
 from models.network import DirectInverse
+from models.validation import layer_scales
 
 from .plasticity import updates_from_errors
 from .results import SteadyState, Trajectory, divergence_message, finish
@@ -78,10 +79,7 @@ class FastEngine:
         # Factorise every W_l with l >= 2 once (they feed back into layer l-1); refuses singular weights.
         # ``inverse``: a DirectInverse whose thread pool factorises the layers side by side (same bits).
         self._lu = (inverse or DirectInverse()).factorise(net.weights, range(1, net.depth))
-        gamma = spec.gamma
-        self.scales = None
-        if np.all(gamma > 0):
-            self.scales = np.array([np.prod(1.0 / gamma[i:]) for i in range(spec.depth)])
+        self.scales = layer_scales(spec.gamma)
 
     # ------------------------------------------------------------------ helpers
     def _solve(self, i: int, u: np.ndarray) -> np.ndarray:

@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from models.rules import batch_mean_updates
+
 __all__ = ["updates_from_errors"]
 
 
 def updates_from_errors(spec, scaled_errors: list, presynaptic: list) -> tuple[list, list]:
     """Batch-mean (dW, db) from scaled errors [i] (batch, n_{i+1}) and presynaptic rates [i] (batch, n_i)."""
     batch = presynaptic[0].shape[0]
-    dW, db = [], []
-    for e, r, w in zip(scaled_errors, presynaptic, spec.network.weights):
-        e = np.broadcast_to(e, (batch, w.shape[0]))
-        dW.append((e / batch).T @ r[:, : w.shape[0]])
-        db.append(e.mean(axis=0))
-    return dW, db
+    errors = [np.broadcast_to(e, (batch, w.shape[0])) for e, w in zip(scaled_errors, spec.network.weights)]
+    return batch_mean_updates(errors, presynaptic, spec.network.weights)

@@ -27,30 +27,14 @@ from dataclasses import dataclass
 import numpy as np
 
 import models
-from models.network import check_array
-from models.rules import per_layer
+from models.errors import CircuitError, ConvergenceError, DivergenceError
+from models.validation import check_array, check_gamma
 
 __all__ = ["MODES", "SCHEDULES", "CircuitSpec", "CircuitError", "DivergenceError", "ConvergenceError", "build_circuit",
            "coupling_schedule"]
 
 MODES = ("gait", "itp")
 SCHEDULES = ("uniform", "output", "geometric")
-
-
-class CircuitError(RuntimeError):
-    """Base class of run-time failures of a circuit."""
-
-
-class DivergenceError(CircuitError):
-    """The dynamics diverge (an eigenvalue of the linearised system has positive real part)."""
-
-
-class ConvergenceError(CircuitError):
-    """A settle did not reach its tolerance; ``residuals`` holds the per-sample residuals."""
-
-    def __init__(self, message, residuals=None):
-        super().__init__(message)
-        self.residuals = residuals
 
 
 @dataclass(frozen=True)
@@ -61,7 +45,7 @@ class CircuitSpec:
     ----------
     network : models.Network
     gamma : ndarray of shape (L,)
-        Coupling strength gamma_l of layer l = 1..L, each in [0, 1).
+        Coupling strength gamma_l of layer l = 1..L, each in (0, 1).
     mode : {"gait", "itp"}
     tau : float
         Membrane time constant in seconds.
@@ -110,7 +94,7 @@ class CircuitSpec:
 def build_circuit(network: models.Network, gamma=1e-3, mode: str = "gait", tau: float = 0.01) -> CircuitSpec:
     """Validate and build a :class:`CircuitSpec` from a network and coupling settings.
 
-    ``gamma`` is one coupling for every layer or a sequence of L per-layer values in [0, 1).
+    ``gamma`` is one coupling for every layer or a sequence of L per-layer values in (0, 1).
     """
     if not isinstance(network, models.Network):
         raise TypeError(f"network: expected a models.Network, got {type(network).__name__}; "
@@ -118,13 +102,10 @@ def build_circuit(network: models.Network, gamma=1e-3, mode: str = "gait", tau: 
     if mode not in MODES:
         raise ValueError(f"mode: expected one of {MODES}, got {mode!r}")
     L = network.depth
-    g = per_layer(gamma, L)
-    if not np.all(np.isfinite(g) & (g >= 0) & (g < 1)):
-        raise ValueError(f"gamma: expected couplings in [0, 1) (k = 1 would cut the forward drive), got {g.tolist()}")
+    g = check_gamma(gamma, L)
     tau = float(tau)
     if not (np.isfinite(tau) and tau > 0):
         raise ValueError(f"tau: expected a positive time constant in seconds, got {tau!r}")
-    g.setflags(write=False)
     return CircuitSpec(network, g, mode, tau)
 
 

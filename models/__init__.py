@@ -4,30 +4,44 @@ Pure numpy/scipy; never imports circuit/.  The public entry point is
 :func:`models.updates`; see README.md.
 """
 
+from . import errors, validation
 from .activations import Activation, Identity, LeakyReLU, get_activation
+from .errors import (
+    CheckpointError,
+    ConvergenceError,
+    DivergenceError,
+    GaitCircuitError,
+    NonFiniteError,
+    SingularWeightsError,
+    ValidationError,
+)
 from .losses import LOSSES, constructed_target, loss_gradient, loss_value, one_hot
-from .network import DirectInverse, ForwardPass, Network, SingularWeightsError, init_network, orthogonal, xavier_normal
+from .network import DirectInverse, ForwardPass, Network, init_network, orthogonal, xavier_normal
 from .optimizers import Adam
 from .regularizer import orthogonality_gradient, orthogonality_penalty
 from .rules import (
-                      RULES,
-                      Targets,
-                      backprop,
-                      bp_error_signals,
-                      compute_targets,
-                      compute_updates,
-                      error_signals,
-                      layer_gammas,
-                      target_updates,
-                      updates,
-                      weight_updates,
+    RULES,
+    Targets,
+    backprop,
+    batch_mean_updates,
+    bp_error_signals,
+    compute_targets,
+    compute_updates,
+    error_signals,
+    layer_gammas,
+    target_updates,
+    updates,
+    weight_updates,
 )
+from .validation import check_gamma, layer_scales
 
 __all__ = [
     "Activation", "Identity", "LeakyReLU", "get_activation",
     "LOSSES", "constructed_target", "loss_gradient", "loss_value", "one_hot",
+    "errors", "validation", "GaitCircuitError", "ValidationError", "NonFiniteError", "CheckpointError",
+    "ConvergenceError", "DivergenceError",
     "DirectInverse", "ForwardPass", "Network", "SingularWeightsError", "init_network",
     "orthogonal", "xavier_normal", "Adam", "orthogonality_gradient", "orthogonality_penalty",
-    "RULES", "Targets", "backprop", "bp_error_signals", "compute_targets", "error_signals",
-    "weight_updates", "compute_updates", "layer_gammas", "target_updates", "updates",
+    "RULES", "Targets", "backprop", "batch_mean_updates", "bp_error_signals", "compute_targets", "error_signals",
+    "weight_updates", "compute_updates", "layer_gammas", "target_updates", "updates", "check_gamma", "layer_scales",
 ]

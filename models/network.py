@@ -24,6 +24,8 @@ import numpy as np
 import scipy.linalg
 
 from .activations import Activation, get_activation
+from .errors import SingularWeightsError
+from .validation import check_array
 
 __all__ = [
     "Network",
@@ -40,27 +42,6 @@ __all__ = [
 #: refused by the inverse-based rules: their inverse would amplify float64
 #: rounding (1e-16) by more than 1e6.
 MIN_RCOND = 1e-10
-
-
-class SingularWeightsError(ValueError):
-    """A weight matrix cannot be inverted reliably (singular or badly conditioned)."""
-
-
-def check_array(name: str, value, shape: tuple, *, hint: str = "") -> np.ndarray:
-    """Return ``value`` as a float64 array, checking its shape and that it is finite.
-
-    ``shape`` may contain ``None`` for an axis of any length.
-    """
-    arr = np.asarray(value, dtype=float)
-    ok = arr.ndim == len(shape) and all(e is None or e == g for e, g in zip(shape, arr.shape))
-    if not ok:
-        dims = ["any" if e is None else str(e) for e in shape]
-        want = "(" + ", ".join(dims) + ("," if len(dims) == 1 else "") + ")"
-        raise ValueError(f"{name}: expected shape {want}, got {arr.shape}" + (f"; {hint}" if hint else ""))
-    if not np.all(np.isfinite(arr)):
-        bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
-        raise ValueError(f"{name}: expected finite values, got {bad} NaN or infinite entries")
-    return arr
 
 
 @dataclass

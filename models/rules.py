@@ -32,23 +32,13 @@ from typing import Sequence
 import numpy as np
 
 from .activations import get_activation
-from .network import DirectInverse, ForwardPass, Network, check_array
+from .network import DirectInverse, ForwardPass, Network
+from .validation import check_array, check_gamma, layer_scales
 
 __all__ = ["RULES", "Targets", "layer_gammas", "compute_targets", "error_signals", "bp_error_signals",
-           "weight_updates", "target_updates", "backprop", "compute_updates", "updates"]
+           "batch_mean_updates", "weight_updates", "target_updates", "backprop", "compute_updates", "updates"]
 
 RULES = ("bp", "tp", "itp", "gait")
-
-
-def per_layer(gamma, depth: int) -> np.ndarray:
-    """gamma_1..gamma_L as a float array from a number or a sequence of L values (shape checked only)."""
-    g = np.asarray(gamma, dtype=float)
-    if g.ndim == 0:
-        g = np.full(depth, float(g))
-    if g.shape != (depth,):
-        raise ValueError(f"gamma: expected a number or a sequence of {depth} per-layer values "
-                         f"(layers 1..{depth}), got shape {g.shape}")
-    return g
 
 
 def layer_gammas(gamma, depth: int) -> np.ndarray:
@@ -57,10 +47,7 @@ def layer_gammas(gamma, depth: int) -> np.ndarray:
     gamma_l is the increment applied at layer l: the discrete rules use gamma_2..gamma_L
     (layer 1's target is never propagated further down); the circuit uses all of them.
     """
-    g = per_layer(gamma, depth)
-    if not np.all((g > 0) & (g <= 1)):
-        raise ValueError(f"gamma: expected values in (0, 1], got {g.tolist()}")
-    return g
+    return check_gamma(gamma, depth, allow_one=True)
 
 
 @dataclass
@@ -113,13 +100,13 @@ def compute_targets(net: Network, fwd: ForwardPass, target, rule: str, gamma=1e-
     target = _check_target(net, target, y[0].shape[0])
     gammas = np.ones(L) if rule == "tp" else layer_gammas(gamma, L)
     act = net.activation
-    scales = np.ones(L)
+    scales = np.ones(L)  # S_l of the discrete rule: prod_{j=l+1..L} 1/gamma_j (S_L = 1)
+    scales[:-1] = layer_scales(gammas)[1:]
     deltas = [None] * L
     deltas[L - 1] = target - y[L]
     prepared = prepare_inverses(net, rule, inverse)
     try:
         for i in range(L - 2, -1, -1):  # layer l = i+1 receives from layer l+1 = i+2 via weights[i+1]
-            scales[i] = scales[i + 1] / gammas[i + 1]
             upper = deltas[i + 1]
             increment = upper * A[i + 1] ** 2 if rule == "gait" else upper
             u = act.inverse_increment(y[i + 2], increment, scales[i])
@@ -186,13 +173,22 @@ def bp_error_signals(net: Network, fwd: ForwardPass, target) -> list:
     return signals
 
 
-def weight_updates(net: Network, fwd: ForwardPass, signals: list) -> tuple[list, list]:
-    """Batch means ``dW_l = e_l^T y_{l-1}[:, :n_l] / batch`` and ``db_l = mean(e_l)``."""
-    batch = fwd.rates[0].shape[0]
+def batch_mean_updates(signals: list, presynaptic: list, weights: list) -> tuple[list, list]:
+    """The plasticity step of every rule and engine: batch means of error times presynaptic rate.
+
+    ``dW_l = e_l^T r_{l-1}[:, :n_l] / batch`` and ``db_l = mean(e_l)``, from per-sample error
+    signals [i] (batch, n_{i+1}) and presynaptic rates [i] (batch, n_i) of layers 1..L.
+    """
+    batch = presynaptic[0].shape[0]
     # Scale the (batch, n) signal rather than the (n, n) product: one pass less over n^2.
-    dW = [(e / batch).T @ fwd.rates[i][:, : w.shape[0]] for i, (e, w) in enumerate(zip(signals, net.weights))]
+    dW = [(e / batch).T @ r[:, : w.shape[0]] for e, r, w in zip(signals, presynaptic, weights)]
     db = [e.mean(axis=0) for e in signals]
     return dW, db
+
+
+def weight_updates(net: Network, fwd: ForwardPass, signals: list) -> tuple[list, list]:
+    """Batch means ``dW_l = e_l^T y_{l-1}[:, :n_l] / batch`` and ``db_l = mean(e_l)`` at the forward pass."""
+    return batch_mean_updates(signals, fwd.rates, net.weights)
 
 
 def target_updates(net: Network, targets: Targets) -> tuple[list, list]:

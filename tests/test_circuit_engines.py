@@ -95,10 +95,10 @@ def test_bad_input_is_refused_with_clear_errors(engine_factory):
         engine_factory(circuit.build_circuit(singular, 1e-2))
 
 
-@pytest.mark.parametrize("gamma", [-0.1, 1.0, 1.5, float("nan")])
+@pytest.mark.parametrize("gamma", [-0.1, 0.0, 1.0, 1.5, float("nan")])
 def test_couplings_outside_unit_interval_are_refused(gamma):
     net, _ = small_circuit()
-    with pytest.raises(ValueError, match=r"gamma: expected couplings in \[0, 1\)"):
+    with pytest.raises(ValueError, match=r"gamma: expected values in \(0, 1\)"):
         circuit.build_circuit(net, gamma)
     with pytest.raises(ValueError, match="gamma: expected a number or a sequence of 3 per-layer values"):
         circuit.build_circuit(net, [1e-2, 1e-2])
