@@ -22,7 +22,9 @@ This module imports neither brian2 nor scipy.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -189,7 +191,7 @@ def coupling_schedule(kind: str, gamma: float, depth: int, strong: float = 0.9, 
 # ------------------------------------------------------------ save and load
 
 
-def save_spec(path, spec: CircuitSpec):
+def save_spec(path: str | os.PathLike, spec: CircuitSpec) -> Path:
     """Write ``spec`` (its network, gamma per layer, mode, tau) to one ``.npz`` file at ``path``.
 
     The format is that of :func:`models.save_network` with the coupling settings added; the file is
@@ -202,7 +204,7 @@ def save_spec(path, spec: CircuitSpec):
     return models.io.write_archive(path, "gaitcircuit.CircuitSpec", metadata, {**arrays, "gamma": spec.gamma})
 
 
-def load_spec(path) -> CircuitSpec:
+def load_spec(path: str | os.PathLike) -> CircuitSpec:
     """The :class:`CircuitSpec` saved by :func:`save_spec` at ``path``, bit for bit.
 
     Raises ``OSError`` if the file cannot be opened and :class:`models.errors.DataFormatError`

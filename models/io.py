@@ -10,6 +10,8 @@ format name, the format version and everything that is not an array::
 
     weights_0 (500, 500), biases_0 (500,), weights_1 (10, 10), biases_1 (10,)
 
+A circuit specification (:func:`circuit.save_spec`) adds an array ``gamma`` (L,) and the
+metadata fields ``"mode"`` and ``"tau"`` (seconds), with ``"format": "gaitcircuit.CircuitSpec"``.
 Loading checks the format name and refuses a newer format version than this library reads.
 """
 

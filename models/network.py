@@ -39,6 +39,7 @@ __all__ = [
     "xavier_normal",
     "DirectInverse",
     "Description",
+    "activation_arguments",
     "layer_table",
 ]
 

@@ -226,15 +226,42 @@ def compute_updates(net: Network, x, target, rule: str, gamma=1e-3, inverse=None
     check_choice("rule", rule, RULES)
     fwd = forward_factorising(net, x, rule, inverse) if fwd is None else fwd
     with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported once, below
+        # backprop() and target_updates() written out, to check the error signals on the way
         if rule == "bp":
-            dW, db = backprop(net, fwd, target)
+            signals = bp_error_signals(net, fwd, target)
         else:
-            dW, db = target_updates(net, compute_targets(net, fwd, target, rule, gamma, inverse))
-    check_finite_result(f"updates of rule {rule!r}",
-                        [(f"dW[{i}] (layer {i + 1})", d) for i, d in enumerate(dW)]
-                        + [(f"db[{i}] (layer {i + 1})", d) for i, d in enumerate(db)],
-                        lambda: overflow_hint(fwd, target))
+            signals = error_signals(compute_targets(net, fwd, target, rule, gamma, inverse))
+        dW, db = weight_updates(net, fwd, signals)
+    check_updates_finite(net, rule, fwd, target, signals, dW, db)
     return dW, db, fwd
+
+
+#: Error signals e and presynaptic rates r with max|e| * max(max|r|, batch) below this cannot
+#: overflow float64 (largest 1.8e308) in the batch means: every partial sum of
+#: ``(e / batch)^T r`` is at most max|e| max|r|, and of ``sum(e)`` at most batch max|e|.
+SAFE_PRODUCT = 1e300
+
+
+def check_updates_finite(net: Network, rule: str, fwd: ForwardPass, target, signals: list, dW: list,
+                         db: list) -> None:
+    """Raise NonFiniteError if the error signals or the updates of a batch overflowed float64.
+
+    Reads the (batch, n) signals and rates; an (n, n) ``dW`` only when the bound
+    :data:`SAFE_PRODUCT` does not already guarantee that it is finite.
+    """
+    what = f"updates of rule {rule!r}"
+
+    def hint():
+        return overflow_hint(fwd, target)
+
+    check_finite_result(what, [(f"the error signals of layer {i + 1}", e) for i, e in enumerate(signals)], hint)
+    batch = fwd.rates[0].shape[0]
+    for i, (e, r, w) in enumerate(zip(signals, fwd.rates, net.weights)):
+        # Python floats: an overflowing bound is inf, without a warning
+        bound = float(np.max(np.abs(e))) * max(float(np.max(np.abs(r[:, : w.shape[0]]))), batch)
+        if not bound < SAFE_PRODUCT:  # (NaN included) the products may have overflowed: look at them
+            check_finite_result(what, [(f"dW[{i}] (layer {i + 1})", dW[i]), (f"db[{i}] (layer {i + 1})", db[i])],
+                                hint)
 
 
 def updates(weights: Sequence[np.ndarray], biases: Sequence[np.ndarray], x, target, rule: str,

@@ -274,3 +274,19 @@ def test_overflow_raises_non_finite_error_naming_the_stage(rule):
         if rule != "bp":
             with pytest.raises(models.NonFiniteError, match="scaled target deviations of layer"):
                 models.compute_targets(net, net.forward(x), huge, rule)
+
+
+def test_large_but_finite_updates_are_returned_unchanged():
+    """Near the overflow bound (|dW| ~ 1e300) the updates are looked at, found finite and returned as computed."""
+    net = models.init_network([8, 8, 6, 4], "orthogonal", seed=0)
+    x, target = random_batch(net)
+    deviation = target - net.forward(x).rates[-1]  # O(1), zero on the auxiliary output
+    x = x * 1e152
+    fwd = net.forward(x)
+    target = fwd.rates[-1] + 1e152 * deviation
+    for rule in models.RULES:
+        dW, db = models.updates(net.weights, net.biases, x, target, rule)
+        assert max(np.abs(d).max() for d in dW) > 1e300  # above SAFE_PRODUCT: dW was looked at
+        direct = models.backprop(net, fwd, target) if rule == "bp" else \
+            models.target_updates(net, models.compute_targets(net, fwd, target, rule))
+        assert all(np.array_equal(a, b) for a, b in zip(dW + db, direct[0] + direct[1]))
