@@ -17,6 +17,8 @@ from .spec import (
     DivergenceError,
     build_circuit,
     coupling_schedule,
+    load_spec,
+    save_spec,
 )
 from .stability import largest_real_eigenvalue
 
@@ -36,4 +38,4 @@ def make_engine(spec: CircuitSpec, engine: str = "fast", **options):
 
 __all__ = ["ENGINES", "MODES", "SCHEDULES", "CircuitError", "CircuitSpec", "ConvergenceError", "DivergenceError",
            "FastEngine", "SteadyState", "Trajectory", "build_circuit", "coupling_schedule", "largest_real_eigenvalue",
-           "make_engine"]
+           "make_engine", "save_spec", "load_spec"]

@@ -22,16 +22,19 @@ This module imports neither brian2 nor scipy.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 import models
-from models.errors import CircuitError, ConvergenceError, DivergenceError
+from models.errors import CircuitError, ConvergenceError, DataFormatError, DivergenceError, ValidationError
+from models.network import Description, activation_arguments, layer_table
 from models.validation import check_array, check_gamma
 
 __all__ = ["MODES", "SCHEDULES", "CircuitSpec", "CircuitError", "DivergenceError", "ConvergenceError", "build_circuit",
-           "coupling_schedule"]
+           "coupling_schedule", "save_spec", "load_spec"]
 
 MODES = ("gait", "itp")
 SCHEDULES = ("uniform", "output", "geometric")
@@ -90,6 +93,44 @@ class CircuitSpec:
         """Per-unit couplings ``k_l = gamma_l kappa_l``: [i] of shape (batch, n_{i+1})."""
         return [g * kappa for g, kappa in zip(self.gamma, self.relative_couplings(derivatives))]
 
+    # ------------------------------------------------------------ description
+
+    def __repr__(self) -> str:
+        g = self.gamma
+        gamma = f"{g[0]:g}" if np.all(g == g[0]) else "[" + ", ".join(f"{v:g}" for v in g) + "]"
+        return (f"CircuitSpec(mode={self.mode!r}, widths={self.widths}, n_out={self.network.n_out}, "
+                f"gamma={gamma}, tau={self.tau:g} s, {activation_arguments(self.network.activation)})")
+
+    def _repr_pretty_(self, printer, cycle: bool) -> None:  # IPython/Jupyter display: the description
+        printer.text(repr(self) if cycle else self.describe())
+
+    def describe(self) -> Description:
+        """A readable multi-line description: layers, couplings, mode, tau and the Brian2 equations.
+
+        ``print(spec.describe())``; in a notebook the returned text also displays as it is.
+        """
+        from .brian import equations  # a pure string function: imports no brian2
+
+        L, widths, tau = self.depth, self.widths, self.tau
+        coupling = ("k_l = gamma_l * f'(h_l)^2, with f' of the free phase held" if self.mode == "gait"
+                    else "k_l = gamma_l")
+        feedback = ["clamped to x"] + [f"from layer {l + 1}, on {widths[l + 1]} units" for l in range(1, L)]
+        feedback.append(f"the target, on {self.network.n_out} units")
+        lines = [
+            f"{self.mode.upper()} circuit {' -> '.join(map(str, widths))}: {L} layer{'s' * (L > 1)} of rate "
+            "neurons above the clamped input (layer 0)",
+            f"  mode: {self.mode} (coupling {coupling})",
+            f"  tau: {tau:g} s ({tau * 1e3:g} ms)",
+            f"  activation: {self.network.activation.label()}",
+            *layer_table(self.network, {"gamma": ["-"] + [f"{g:g}" for g in self.gamma],
+                                        "feedback": feedback}),
+            "  Brian2 equations of each layer (one NeuronGroup per layer, tau in seconds):",
+            *("    " + line for line in equations(self).splitlines()),
+            "  r: rate, h: basal potential (forward input), phi = f(h): forward drive, u = f^-1(r): somatic",
+            "  potential, psi: feedback drive (the target at the output), k: coupling",
+        ]
+        return Description("\n".join(lines))
+
 
 def build_circuit(network: models.Network, gamma=1e-3, mode: str = "gait", tau: float = 0.01) -> CircuitSpec:
     """Validate and build a :class:`CircuitSpec` from a network and coupling settings.
@@ -145,3 +186,36 @@ def coupling_schedule(kind: str, gamma: float, depth: int, strong: float = 0.9, 
     else:
         g = np.minimum(float(gamma) * float(ratio) ** below, float(strong))
     return g
+
+
+# ------------------------------------------------------------ save and load
+
+
+def save_spec(path: str | os.PathLike, spec: CircuitSpec) -> Path:
+    """Write ``spec`` (its network, gamma per layer, mode, tau) to one ``.npz`` file at ``path``.
+
+    The format is that of :func:`models.save_network` with the coupling settings added; the file is
+    written whole or not at all.  Returns the path written; read it back with :func:`load_spec`.
+    """
+    if not isinstance(spec, CircuitSpec):
+        raise ValidationError(f"spec: expected a circuit.CircuitSpec, got {type(spec).__name__}")
+    metadata, arrays = models.io.network_contents(spec.network)
+    metadata.update(mode=spec.mode, tau=float(spec.tau))
+    return models.io.write_archive(path, "gaitcircuit.CircuitSpec", metadata, {**arrays, "gamma": spec.gamma})
+
+
+def load_spec(path: str | os.PathLike) -> CircuitSpec:
+    """The :class:`CircuitSpec` saved by :func:`save_spec` at ``path``, bit for bit.
+
+    Raises ``OSError`` if the file cannot be opened and :class:`models.errors.DataFormatError`
+    (naming the file and what is wrong) if it is not a saved circuit specification, is corrupt,
+    or was written by a newer version of the library.
+    """
+    metadata, arrays = models.io.read_archive(path, "gaitcircuit.CircuitSpec")
+    network = models.io.network_from_contents(path, metadata, arrays)
+    if "gamma" not in arrays:
+        raise DataFormatError(f"{path}: expected an array 'gamma' (the coupling of each layer), got none")
+    try:
+        return build_circuit(network, arrays["gamma"], metadata.get("mode"), metadata.get("tau"))
+    except (ValueError, TypeError) as err:
+        raise DataFormatError(f"{path}: {err}") from None

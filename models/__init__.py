@@ -4,17 +4,19 @@ Pure numpy/scipy; never imports circuit/.  The public entry point is
 :func:`models.updates`; see README.md.
 """
 
-from . import errors, validation
+from . import errors, io, validation
 from .activations import Activation, Identity, LeakyReLU, get_activation
 from .errors import (
     CheckpointError,
     ConvergenceError,
+    DataFormatError,
     DivergenceError,
     GaitCircuitError,
     NonFiniteError,
     SingularWeightsError,
     ValidationError,
 )
+from .io import load_network, save_network
 from .losses import LOSSES, constructed_target, loss_gradient, loss_value, one_hot
 from .network import DirectInverse, ForwardPass, Network, init_network, orthogonal, xavier_normal
 from .optimizers import Adam
@@ -38,8 +40,8 @@ from .validation import check_gamma, layer_scales
 __all__ = [
     "Activation", "Identity", "LeakyReLU", "get_activation",
     "LOSSES", "constructed_target", "loss_gradient", "loss_value", "one_hot",
-    "errors", "validation", "GaitCircuitError", "ValidationError", "NonFiniteError", "CheckpointError",
-    "ConvergenceError", "DivergenceError",
+    "errors", "io", "validation", "GaitCircuitError", "ValidationError", "NonFiniteError", "CheckpointError",
+    "ConvergenceError", "DivergenceError", "DataFormatError", "save_network", "load_network",
     "DirectInverse", "ForwardPass", "Network", "SingularWeightsError", "init_network",
     "orthogonal", "xavier_normal", "Adam", "orthogonality_gradient", "orthogonality_penalty",
     "RULES", "Targets", "backprop", "batch_mean_updates", "bp_error_signals", "compute_targets", "error_signals",

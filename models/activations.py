@@ -15,11 +15,18 @@ and still cross a kink of the leaky ReLU exactly::
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Activation", "Identity", "LeakyReLU", "get_activation"]
+from .errors import ValidationError
+
+__all__ = ["Activation", "Identity", "LeakyReLU", "get_activation", "check_negative_slope", "ACTIVATIONS"]
+
+#: Activation names :func:`get_activation` accepts, with their aliases.
+ACTIVATIONS = {"leaky_relu": ("leaky_relu", "leakyrelu", "lrelu"), "identity": ("identity", "linear")}
 
 
 class Activation:
@@ -45,6 +52,15 @@ class Activation:
     def forward_increment(self, h, d, scale=1.0):  # pragma: no cover - interface
         raise NotImplementedError
 
+    def settings(self) -> dict:
+        """The arguments of :func:`get_activation` that rebuild this activation (JSON-ready)."""
+        raise NotImplementedError(f"activation: {type(self).__name__} cannot be saved; "
+                                  f"only {tuple(ACTIVATIONS)} can")
+
+    def label(self) -> str:
+        """A short human-readable name, e.g. "leaky ReLU (negative slope 0.1)"."""
+        return type(self).__name__
+
 
 @dataclass(frozen=True)
 class Identity(Activation):
@@ -67,6 +83,12 @@ class Identity(Activation):
     def forward_increment(self, h, d, scale=1.0):
         return np.asarray(d, dtype=float)
 
+    def settings(self) -> dict:
+        return {"name": "identity"}
+
+    def label(self) -> str:
+        return "identity (linear network)"
+
 
 @dataclass(frozen=True)
 class LeakyReLU(Activation):
@@ -80,11 +102,13 @@ class LeakyReLU(Activation):
     name: str = "leaky_relu"
 
     def __post_init__(self):
-        s = self.negative_slope
-        if not (np.isfinite(s) and 0.0 < s <= 1.0):
-            raise ValueError(
-                f"negative_slope: expected a number in (0, 1] so that f is invertible, got {s!r}"
-            )
+        object.__setattr__(self, "negative_slope", check_negative_slope(self.negative_slope))
+
+    def settings(self) -> dict:
+        return {"name": "leaky_relu", "negative_slope": self.negative_slope}
+
+    def label(self) -> str:
+        return f"leaky ReLU (negative slope {self.negative_slope:g})"
 
     def f(self, h):
         h = np.asarray(h, dtype=float)
@@ -136,15 +160,38 @@ class LeakyReLU(Activation):
         return out
 
 
+def check_negative_slope(value) -> float:
+    """The leaky ReLU's negative slope as a float, refusing anything outside (0, 1].
+
+    > 0: f must be invertible (a slope of 0 sends every negative h to 0, and a negative
+    slope folds negative h onto positive rates), since the target rules and the circuit's
+    somatic potential apply f^-1.  <= 1: f' <= 1, so that GAIT's couplings gamma f'(h)^2
+    never exceed gamma, whose range (0, 1) keeps the circuit's forward drive.
+    """
+    why = ("> 0 keeps the leaky ReLU invertible (the target rules and the circuit apply f^-1), "
+           "<= 1 keeps f' <= 1 so that GAIT's couplings gamma*f'(h)^2 stay below gamma")
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        raise ValidationError(f"negative_slope: expected a real number in (0, 1], "
+                              f"got {type(value).__name__} {value!r}; {why}")
+    if not (math.isfinite(value) and 0.0 < value <= 1.0):
+        raise ValidationError(f"negative_slope: expected a real number in (0, 1], got {value!r}; {why}")
+    return float(value)
+
+
 def get_activation(activation: str | Activation = "leaky_relu", negative_slope: float = 0.1) -> Activation:
-    """Return an :class:`Activation` from its name ("leaky_relu" or "identity"/"linear")."""
+    """Return an :class:`Activation` from its name ("leaky_relu" or "identity"/"linear").
+
+    An :class:`Activation` is returned as it is (``negative_slope`` is then not used).
+    """
     if isinstance(activation, Activation):
         return activation
-    name = str(activation).lower()
-    if name in ("leaky_relu", "leakyrelu", "lrelu"):
+    names = " or ".join(f"{name!r}" for name in ACTIVATIONS) + " (alias 'linear'), or an Activation"
+    if not isinstance(activation, str):
+        raise ValidationError(f"activation: expected {names}, got {type(activation).__name__} {activation!r}")
+    name = activation.lower()
+    if name in ACTIVATIONS["leaky_relu"]:
         return LeakyReLU(negative_slope)
-    if name in ("identity", "linear"):
+    check_negative_slope(negative_slope)  # a bad value is refused whichever activation it comes with
+    if name in ACTIVATIONS["identity"]:
         return Identity()
-    raise ValueError(
-        f"activation: expected 'leaky_relu' or 'identity' (alias 'linear'), got {activation!r}"
-    )
+    raise ValidationError(f"activation: expected {names}, got {activation!r}")

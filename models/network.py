@@ -17,6 +17,7 @@ layer ``i+1``; ``rates[l]`` refers to layer ``l`` (``rates[0]`` is the input).
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
@@ -24,18 +25,22 @@ import numpy as np
 import scipy.linalg
 
 from .activations import Activation, get_activation
-from .errors import SingularWeightsError
-from .validation import check_array
+from .errors import NonFiniteError, SingularWeightsError, ValidationError
+from .validation import check_array, check_count
 
 __all__ = [
     "Network",
     "ForwardPass",
     "SingularWeightsError",
     "check_array",
+    "check_finite_result",
     "init_network",
     "orthogonal",
     "xavier_normal",
     "DirectInverse",
+    "Description",
+    "activation_arguments",
+    "layer_table",
 ]
 
 #: Weight matrices whose reciprocal 1-norm condition number is below this are
@@ -69,26 +74,24 @@ class Network:
     def __post_init__(self):
         self.activation = get_activation(self.activation)
         if len(self.weights) == 0 or len(self.weights) != len(self.biases):
-            raise ValueError(
+            raise ValidationError(
                 f"weights and biases: expected two lists of the same non-zero length (one per layer), "
                 f"got {len(self.weights)} weights and {len(self.biases)} biases"
             )
-        prev = int(self.input_width)
+        prev = self.input_width = check_count("input_width", self.input_width)
         ws, bs = [], []
         for i, (w, b) in enumerate(zip(self.weights, self.biases)):
-            w = np.asarray(w, dtype=float)
-            n = w.shape[0] if w.ndim == 2 else -1
-            if w.ndim != 2 or w.shape[0] != w.shape[1]:
-                raise ValueError(
-                    f"weights[{i}]: expected a square matrix (n_{i + 1}, n_{i + 1}) acting on the first "
-                    f"n_{i + 1} units of layer {i}, got shape {w.shape}"
-                )
+            square = f"a square matrix (n_{i + 1}, n_{i + 1}) acting on the first n_{i + 1} units of layer {i}"
+            w = check_array(f"weights[{i}]", w, (None, None), hint=f"weights[{i}] is {square}")
+            n = w.shape[0]
+            if w.shape[0] != w.shape[1]:
+                raise ValidationError(f"weights[{i}]: expected {square}, got shape {w.shape}")
             if n > prev:
-                raise ValueError(
+                raise ValidationError(
                     f"weights[{i}]: layer {i + 1} has {n} units but layer {i} has only {prev}; "
                     f"widths must not grow (n_{i + 1} <= n_{i})"
                 )
-            ws.append(check_array(f"weights[{i}]", w, (n, n)))
+            ws.append(w)
             bs.append(
                 check_array(
                     f"biases[{i}]", b, (n,), hint=f"layer {i + 1} has {n} units"
@@ -99,9 +102,10 @@ class Network:
         n_last = self.widths[-1]
         if self.n_out is None:
             self.n_out = n_last
-        if not (1 <= int(self.n_out) <= n_last):
-            raise ValueError(f"n_out: expected 1..{n_last} task output units, got {self.n_out}")
-        self.n_out = int(self.n_out)
+        n_out = self.n_out
+        if not isinstance(n_out, numbers.Integral) or isinstance(n_out, bool) or not 1 <= n_out <= n_last:
+            raise ValidationError(f"n_out: expected an integer in 1..{n_last} (task output units), got {n_out!r}")
+        self.n_out = int(n_out)
 
     @property
     def widths(self) -> tuple:
@@ -122,19 +126,118 @@ class Network:
                            hint=f"the network has {self.widths[0]} input units; pass a batch (batch, n_0)")
 
     def forward(self, x) -> "ForwardPass":
-        """Forward pass (Eq. 1) with biases, for a batch ``x`` of shape (batch, n_0)."""
+        """Forward pass (Eq. 1) with biases, for a batch ``x`` of shape (batch, n_0).
+
+        Raises :class:`~models.errors.NonFiniteError` if finite inputs overflow float64.
+        """
         x = self.check_input(x)
         rates, pre, der = [x], [], []
         f = self.activation
-        for w, b in zip(self.weights, self.biases):
-            h = rates[-1][:, : w.shape[0]] @ w.T
-            h += b
-            a = f.derivative(h)
-            pre.append(h)
-            # f is piecewise linear through 0: f(h) = f'(h) h exactly (one multiply, no second branch).
-            rates.append(h * a)
-            der.append(a)
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported once, below
+            for w, b in zip(self.weights, self.biases):
+                h = rates[-1][:, : w.shape[0]] @ w.T
+                h += b
+                a = f.derivative(h)
+                pre.append(h)
+                # f is piecewise linear through 0: f(h) = f'(h) h exactly (one multiply, no second branch).
+                rates.append(h * a)
+                der.append(a)
+        check_finite_result("forward pass", [(f"the layer {i} rates", r) for i, r in enumerate(rates[1:], 1)],
+                            lambda: self._overflow_hint(x))
         return ForwardPass(rates, pre, der)
+
+    def _overflow_hint(self, x: np.ndarray) -> str:
+        """Why a result from finite ``x`` and these weights may overflow (computed on the error path only)."""
+        largest_w = max(float(np.max(np.abs(w))) for w in self.weights)
+        return (f"float64 overflowed (largest |x| = {np.max(np.abs(x)):.3g}, largest |weight| = "
+                f"{largest_w:.3g}): scale the inputs to O(1), e.g. x / x.std()")
+
+    def __repr__(self) -> str:
+        return f"Network(widths={self.widths}, n_out={self.n_out}, {activation_arguments(self.activation)})"
+
+    def _repr_pretty_(self, printer, cycle: bool) -> None:  # IPython/Jupyter display: the description
+        printer.text(repr(self) if cycle else self.describe())
+
+    def describe(self) -> "Description":
+        """A readable multi-line description: widths, task and auxiliary units, activation, parameters.
+
+        ``print(net.describe())``; in a notebook the returned text also displays as it is.
+        """
+        n_params = sum(w.size + b.size for w, b in zip(self.weights, self.biases))
+        lines = [
+            f"Network {' -> '.join(map(str, self.widths))}: {self.depth} weight layers, "
+            f"{n_params:,} parameters",
+            f"  activation: {self.activation.label()}",
+            *layer_table(self),
+            "  auxiliary units have no forward synapses (hidden layers) or no task target (output);",
+            "  their targets are their forward values.",
+        ]
+        return Description("\n".join(lines))
+
+
+def activation_arguments(activation: Activation) -> str:
+    """``activation='leaky_relu', negative_slope=0.1``: the activation as :func:`init_network` takes it."""
+    try:
+        settings = dict(activation.settings())
+    except NotImplementedError:
+        return f"activation={activation!r}"
+    return ", ".join([f"activation={settings.pop('name')!r}"] + [f"{k}={v!r}" for k, v in settings.items()])
+
+
+class Description(str):
+    """A multi-line text that a notebook (and ``repr``) shows as it reads, without quotes or ``\\n``."""
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
+def layer_table(net: Network, columns: dict | None = None) -> list:
+    """Lines of a per-layer table of ``net`` (layer, units, task, auxiliary), indented by two spaces.
+
+    ``columns`` adds columns: ``{header: [text for layer 0, ..., text for layer L]}``.
+    Auxiliary units of layer l < L are the ``n_l - n_{l+1}`` units without forward synapses;
+    at the output, the ``n_L - n_out`` units without a task target.
+    """
+    widths, L = net.widths, net.depth
+    table = {
+        "layer": [f"{l}" + (" (input)" if l == 0 else " (output)" if l == L else "") for l in range(L + 1)],
+        "units": [str(n) for n in widths],
+        "task": ["-"] * L + [str(net.n_out)],
+        "auxiliary": [str(widths[l] - widths[l + 1]) for l in range(L)] + [str(widths[L] - net.n_out)],
+        **(columns or {}),
+    }
+    sizes = {h: max(len(h), *(len(v) for v in values)) for h, values in table.items()}
+
+    numeric = {h: all(_is_number(v) or v == "-" for v in values) for h, values in table.items()}
+
+    def row(cells):
+        return "  " + "  ".join(c.rjust(sizes[h]) if numeric[h] else c.ljust(sizes[h])
+                                for h, c in zip(table, cells)).rstrip()
+
+    return [row(table)] + [row([table[h][l] for h in table]) for l in range(L + 1)]
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def check_finite_result(what: str, named_arrays, hint: str) -> None:
+    """Raise :class:`NonFiniteError` if any of ``named_arrays`` [(name, array), ...] holds NaN or inf.
+
+    For results computed from finite inputs: one pass over each returned array, once per call.
+    ``hint`` (a string, or a function returning one, called on the error path only) says why
+    and what to do.
+    """
+    for name, arr in named_arrays:
+        if not np.isfinite(arr).all():
+            bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+            hint_text = hint() if callable(hint) else hint
+            raise NonFiniteError(f"{what}: {bad} of {arr.size} values of {name} are NaN or infinite, "
+                                 f"although every input was finite; {hint_text}")
 
 
 @dataclass

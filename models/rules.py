@@ -32,8 +32,9 @@ from typing import Sequence
 import numpy as np
 
 from .activations import get_activation
-from .network import DirectInverse, ForwardPass, Network
-from .validation import check_array, check_gamma, layer_scales
+from .errors import ValidationError
+from .network import DirectInverse, ForwardPass, Network, check_finite_result
+from .validation import check_array, check_choice, check_gamma, layer_scales
 
 __all__ = ["RULES", "Targets", "layer_gammas", "compute_targets", "error_signals", "bp_error_signals",
            "batch_mean_updates", "weight_updates", "target_updates", "backprop", "compute_updates", "updates"]
@@ -93,7 +94,7 @@ def compute_targets(net: Network, fwd: ForwardPass, target, rule: str, gamma=1e-
     ``inverse`` applies W^-1 (default :class:`~models.network.DirectInverse`).
     """
     if rule not in ("tp", "itp", "gait"):
-        raise ValueError(f"rule: expected 'tp', 'itp' or 'gait' for layer-wise targets, got {rule!r}")
+        raise ValidationError(f"rule: expected 'tp', 'itp' or 'gait' for layer-wise targets, got {rule!r}")
     inverse = inverse or DirectInverse()
     L = net.depth
     y, A = fwd.rates, fwd.derivatives
@@ -103,21 +104,32 @@ def compute_targets(net: Network, fwd: ForwardPass, target, rule: str, gamma=1e-
     scales = np.ones(L)  # S_l of the discrete rule: prod_{j=l+1..L} 1/gamma_j (S_L = 1)
     scales[:-1] = layer_scales(gammas)[1:]
     deltas = [None] * L
-    deltas[L - 1] = target - y[L]
     prepared = prepare_inverses(net, rule, inverse)
     try:
-        for i in range(L - 2, -1, -1):  # layer l = i+1 receives from layer l+1 = i+2 via weights[i+1]
-            upper = deltas[i + 1]
-            increment = upper * A[i + 1] ** 2 if rule == "gait" else upper
-            u = act.inverse_increment(y[i + 2], increment, scales[i])
-            w = net.weights[i + 1]
-            d = np.zeros_like(y[i + 1])
-            d[:, : w.shape[0]] = inverse.solve(i + 1, w, u)
-            deltas[i] = d
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported once, below
+            deltas[L - 1] = target - y[L]
+            for i in range(L - 2, -1, -1):  # layer l = i+1 receives from layer l+1 = i+2 via weights[i+1]
+                upper = deltas[i + 1]
+                increment = upper * A[i + 1] ** 2 if rule == "gait" else upper
+                u = act.inverse_increment(y[i + 2], increment, scales[i])
+                w = net.weights[i + 1]
+                d = np.zeros_like(y[i + 1])
+                d[:, : w.shape[0]] = inverse.solve(i + 1, w, u)
+                deltas[i] = d
     finally:
         if prepared:
             inverse.discard()
+    check_finite_result(f"targets of rule {rule!r}",
+                        [(f"the scaled target deviations of layer {i + 1}", d) for i, d in enumerate(deltas)],
+                        lambda: overflow_hint(fwd, target))
     return Targets(rule, fwd, deltas, scales)
+
+
+def overflow_hint(fwd: ForwardPass, target) -> str:
+    """What to do when a rule's result overflowed float64 (built on the error path only)."""
+    return (f"float64 overflowed (largest |x| = {np.max(np.abs(fwd.rates[0])):.3g}, largest output rate "
+            f"{np.max(np.abs(fwd.rates[-1])):.3g}, largest |target| = {np.max(np.abs(target)):.3g}): "
+            "scale the inputs (and targets) to O(1), e.g. x / x.std()")
 
 
 def prepare_inverses(net: Network, rule: str, inverse) -> bool:
@@ -208,14 +220,48 @@ def compute_updates(net: Network, x, target, rule: str, gamma=1e-3, inverse=None
     """Descent directions (dW, db) of ``rule`` for a batch; also returns the forward pass.
 
     Pass ``fwd`` (``net.forward(x)``) if it is already computed, e.g. to build the target.
+    Raises :class:`~models.errors.NonFiniteError` if the forward pass, the targets or the
+    updates overflow float64 (each result is checked once, at the end of its computation).
     """
-    if rule not in RULES:
-        raise ValueError(f"rule: expected one of {RULES}, got {rule!r}")
+    check_choice("rule", rule, RULES)
     fwd = forward_factorising(net, x, rule, inverse) if fwd is None else fwd
-    if rule == "bp":
-        return backprop(net, fwd, target) + (fwd,)
-    targets = compute_targets(net, fwd, target, rule, gamma, inverse)
-    return target_updates(net, targets) + (fwd,)
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported once, below
+        # backprop() and target_updates() written out, to check the error signals on the way
+        if rule == "bp":
+            signals = bp_error_signals(net, fwd, target)
+        else:
+            signals = error_signals(compute_targets(net, fwd, target, rule, gamma, inverse))
+        dW, db = weight_updates(net, fwd, signals)
+    check_updates_finite(net, rule, fwd, target, signals, dW, db)
+    return dW, db, fwd
+
+
+#: Error signals e and presynaptic rates r with max|e| * max(max|r|, batch) below this cannot
+#: overflow float64 (largest 1.8e308) in the batch means: every partial sum of
+#: ``(e / batch)^T r`` is at most max|e| max|r|, and of ``sum(e)`` at most batch max|e|.
+SAFE_PRODUCT = 1e300
+
+
+def check_updates_finite(net: Network, rule: str, fwd: ForwardPass, target, signals: list, dW: list,
+                         db: list) -> None:
+    """Raise NonFiniteError if the error signals or the updates of a batch overflowed float64.
+
+    Reads the (batch, n) signals and rates; an (n, n) ``dW`` only when the bound
+    :data:`SAFE_PRODUCT` does not already guarantee that it is finite.
+    """
+    what = f"updates of rule {rule!r}"
+
+    def hint():
+        return overflow_hint(fwd, target)
+
+    check_finite_result(what, [(f"the error signals of layer {i + 1}", e) for i, e in enumerate(signals)], hint)
+    batch = fwd.rates[0].shape[0]
+    for i, (e, r, w) in enumerate(zip(signals, fwd.rates, net.weights)):
+        # Python floats: an overflowing bound is inf, without a warning
+        bound = float(np.max(np.abs(e))) * max(float(np.max(np.abs(r[:, : w.shape[0]]))), batch)
+        if not bound < SAFE_PRODUCT:  # (NaN included) the products may have overflowed: look at them
+            check_finite_result(what, [(f"dW[{i}] (layer {i + 1})", dW[i]), (f"db[{i}] (layer {i + 1})", db[i])],
+                                hint)
 
 
 def updates(weights: Sequence[np.ndarray], biases: Sequence[np.ndarray], x, target, rule: str,
@@ -236,20 +282,32 @@ def updates(weights: Sequence[np.ndarray], biases: Sequence[np.ndarray], x, targ
         Increment (per layer allowed) for "itp" and "gait".
     activation : {"leaky_relu", "identity"}
     negative_slope : float
+        Slope of the leaky ReLU for h <= 0, in (0, 1] (f must be invertible).
 
     Returns
     -------
     dW, db : lists of ndarray
         Batch means of the descent direction; GAIT/ITP errors at layer l are scaled
         by gamma^-(L-l) as in Alg. 1.
+
+    Raises
+    ------
+    models.errors.ValidationError
+        Bad input (an empty batch, wrong shapes, NaN or infinite values, a gamma or
+        negative_slope out of range); the message names the argument.
+    models.errors.NonFiniteError
+        Finite inputs so large that the forward pass, the targets or the updates
+        overflow float64; the message names which.
+    models.errors.SingularWeightsError
+        TP, ITP or GAIT-prop with a weight matrix that cannot be inverted reliably.
     """
     if len(weights) == 0:
-        raise ValueError("weights: expected at least one layer, got an empty list")
-    x = np.asarray(x, dtype=float)
+        raise ValidationError("weights: expected at least one layer, got an empty list")
     n1 = np.shape(weights[0])[0]
-    if x.ndim != 2 or x.shape[1] < n1:
-        raise ValueError(f"x: expected shape (batch, n_0) with n_0 >= {n1} (weights[0] acts on the "
-                         f"first {n1} input units), got {x.shape}")
+    x = check_array("x", x, (None, None), hint=f"pass a batch (batch, n_0) with n_0 >= {n1}")
+    if x.shape[1] < n1:
+        raise ValidationError(f"x: expected shape (batch, n_0) with n_0 >= {n1} (weights[0] acts on the "
+                              f"first {n1} input units), got {x.shape}")
     n0 = x.shape[1]
     net = Network(list(weights), list(biases), n0, activation=get_activation(activation, negative_slope))
     dW, db, _ = compute_updates(net, x, target, rule, gamma)

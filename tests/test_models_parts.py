@@ -1,5 +1,8 @@
 """Activations, losses, regulariser, Adam and bad input of the discrete reference."""
 
+import re
+import warnings
+
 import numpy as np
 import pytest
 
@@ -185,3 +188,105 @@ def test_training_with_factorisations_started_before_the_forward_pass_is_bit_ide
     inverse.prepare(nets[1].weights, [3, 2, 1])
     assert all(inverse._pending[i][0] is nets[1].weights[i] for i in (3, 2, 1))
     inverse.discard()
+
+
+def test_empty_batch_is_refused_on_every_path():
+    """No zero updates and NaN bias changes from an empty batch: an error naming the argument."""
+    net = models.init_network([8, 8, 6, 4], "orthogonal", seed=0)
+    x, target = random_batch(net)
+    empty_x, empty_t = x[:0], target[:0]
+    sample = r"expected at least one sample, got an empty array of shape \(0, "
+    for rule in models.RULES:
+        with pytest.raises(models.ValidationError, match="x: " + sample + r"8\)"):
+            models.updates(net.weights, net.biases, empty_x, empty_t, rule)
+        with pytest.raises(models.ValidationError, match="x: " + sample):
+            models.compute_updates(net, empty_x, empty_t, rule)
+        with pytest.raises(models.ValidationError, match=r"target: expected shape \(7, 4\), got \(0, 4\)"):
+            models.updates(net.weights, net.biases, x, empty_t, rule)
+    with pytest.raises(models.ValidationError, match="x: " + sample):
+        net.forward(empty_x)
+    fwd = net.forward(x)
+    with pytest.raises(models.ValidationError, match=r"target: expected shape \(7, 4\), got \(0, 4\)"):
+        models.compute_targets(net, fwd, empty_t, "gait")
+    # a forward pass of no samples (built by hand) is refused through its target
+    empty_fwd = models.ForwardPass([r[:0] for r in fwd.rates], [h[:0] for h in fwd.preactivations],
+                                   [a[:0] for a in fwd.derivatives])
+    with pytest.raises(models.ValidationError, match="target: " + sample):
+        models.compute_targets(net, empty_fwd, empty_t, "gait")
+    with pytest.raises(models.ValidationError, match="target: " + sample):
+        models.compute_updates(net, empty_x, empty_t, "bp", fwd=empty_fwd)
+
+
+@pytest.mark.parametrize("slope", ["0.1", None, True, 0, 0.0, -0.1, 1.5, np.nan, np.inf, [0.1]])
+def test_negative_slope_must_be_a_real_number_in_0_1(slope):
+    net = models.init_network([6, 6, 4], "orthogonal", seed=0)
+    x, target = random_batch(net)
+    got = f"got {type(slope).__name__} {slope!r}" if isinstance(slope, (str, bool, list, type(None))) else \
+        f"got {slope!r}"
+    match = r"negative_slope: expected a real number in \(0, 1\], " + re.escape(got) + ".*invertible"
+    with pytest.raises(models.ValidationError, match=match):
+        models.updates(net.weights, net.biases, x, target, "gait", negative_slope=slope)
+    with pytest.raises(models.ValidationError, match=match):
+        activations.LeakyReLU(slope)
+    with pytest.raises(models.ValidationError, match=match):
+        models.init_network([4, 4], negative_slope=slope)
+
+
+def test_valid_negative_slopes_are_kept_as_floats():
+    assert activations.LeakyReLU(1).negative_slope == 1.0 and isinstance(activations.LeakyReLU(1).negative_slope, float)
+    assert activations.get_activation("leaky_relu", np.float64(0.25)) == activations.LeakyReLU(0.25)
+    assert activations.get_activation("identity", 0.5) == activations.Identity()
+
+
+@pytest.mark.parametrize("name", ["tanh", None, 3, "relu"])
+def test_activation_names_are_checked(name):
+    net = models.init_network([6, 6, 4], "orthogonal", seed=0)
+    x, target = random_batch(net)
+    got = repr(name) if isinstance(name, str) else f"{type(name).__name__} {name!r}"
+    match = r"activation: expected 'leaky_relu' or 'identity' \(alias 'linear'\), or an Activation, got " + \
+        re.escape(got)
+    with pytest.raises(models.ValidationError, match=match):
+        models.updates(net.weights, net.biases, x, target, "bp", activation=name)
+
+
+@pytest.mark.parametrize("rule", models.RULES)
+def test_overflow_raises_non_finite_error_naming_the_stage(rule):
+    """Finite inputs too large for float64: an error saying what overflowed and what to do, no warning."""
+    net = models.init_network([8, 8, 6, 4], "orthogonal", seed=0)
+    x, target = random_batch(net)
+    W, b = net.weights, net.biases
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the overflow is reported once, as the error below
+        # forward pass finite (|y| ~ 1e200) but the batch means of error times rate overflow
+        expected = (rf"updates of rule '{rule}': \d+ of 64 values of dW\[0\] \(layer 1\) are NaN or infinite"
+                    r".*largest \|x\| = [\d.]+e\+200.*scale the inputs")
+        with pytest.raises(models.NonFiniteError, match=expected):
+            models.updates(W, b, x * 1e200, target, rule)
+        with pytest.raises(models.NonFiniteError, match=r"forward pass: \d+ of 56 values of the layer 1 rates are "
+                                                        r"NaN or infinite.*scale the inputs"):
+            models.updates(W, b, np.full_like(x, 1.7e308), target, rule)
+        with pytest.raises(models.NonFiniteError, match="forward pass: .*layer 1 rates"):
+            net.forward(np.full_like(x, 1.7e308))
+        huge = np.full_like(target, 1.7e308) * np.sign(target - net.forward(x).rates[-1])
+        stage = "updates" if rule == "bp" else "targets"
+        with pytest.raises(models.NonFiniteError, match=rf"{stage} of rule '{rule}': .*largest \|target\| = 1.7e\+308"):
+            models.updates(W, b, x, huge, rule)
+        if rule != "bp":
+            with pytest.raises(models.NonFiniteError, match="scaled target deviations of layer"):
+                models.compute_targets(net, net.forward(x), huge, rule)
+
+
+def test_large_but_finite_updates_are_returned_unchanged():
+    """Near the overflow bound (|dW| ~ 1e300) the updates are looked at, found finite and returned as computed."""
+    net = models.init_network([8, 8, 6, 4], "orthogonal", seed=0)
+    x, target = random_batch(net)
+    deviation = target - net.forward(x).rates[-1]  # O(1), zero on the auxiliary output
+    x = x * 1e152
+    fwd = net.forward(x)
+    target = fwd.rates[-1] + 1e152 * deviation
+    for rule in models.RULES:
+        dW, db = models.updates(net.weights, net.biases, x, target, rule)
+        assert max(np.abs(d).max() for d in dW) > 1e300  # above SAFE_PRODUCT: dW was looked at
+        direct = models.backprop(net, fwd, target) if rule == "bp" else \
+            models.target_updates(net, models.compute_targets(net, fwd, target, rule))
+        assert all(np.array_equal(a, b) for a, b in zip(dW + db, direct[0] + direct[1]))
