@@ -296,10 +296,8 @@ def run(args, out):
     print_tables(perturbed, best, slopes, transpose, depths)
     bench = None
     if args.bench:
-        widths = [args.bench_width] * (args.bench_hidden + 2)
-        if args.quick:
-            widths, args.bench_steps = [40, 30, 30, 20], 2
-        bench = time_learned_feedback(widths, args.bench_batch, args.bench_steps)
+        widths = [40, 30, 30, 20] if args.quick else [args.bench_width] * (args.bench_hidden + 2)
+        bench = time_learned_feedback(widths, args.bench_batch, 2 if args.quick else args.bench_steps)
         print(f"\nstep time, widths {widths}, batch {args.bench_batch}, {DEFAULT_BLAS_THREADS} BLAS thread: " +
               ", ".join(f"{k} {v['ms_per_batch']:.1f} ms" for k, v in bench.items() if isinstance(v, dict)) +
               f"; learned / exact GAIT {bench['learned_over_exact']:.2f}x, "

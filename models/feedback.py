@@ -273,8 +273,10 @@ class LearnedFeedback:
 
     Parameters
     ----------
-    net : Network
-        The network to be trained; sets the shapes and the initial feedback.
+    net : Network, optional
+        The network to be trained; sets the shapes and the initial feedback.  Without it the
+        first batch does (:meth:`initialise`), so that the hook can be made before the
+        network, e.g. ``train(config, data, update=LearnedFeedback(gamma=config.gamma))``.
     rule : {"gait", "itp", "tp"}
     gamma : float or sequence of L floats
     form : {"difference", "absolute"}
@@ -290,35 +292,50 @@ class LearnedFeedback:
 
     Attributes
     ----------
-    feedback : FeedbackWeights
-        The learned ``Q_l`` (entry 0 is None: layer 1's feedback is never used).
+    feedback : FeedbackWeights or None
+        The learned ``Q_l`` (entry 0 is None: layer 1's feedback is never used); None until
+        initialised.
     steps : int
         Feedback-rule steps taken.
     """
 
-    def __init__(self, net: Network, *, rule: str = "gait", gamma=1e-3, form: str = "difference",
+    def __init__(self, net: Network | None = None, *, rule: str = "gait", gamma=1e-3, form: str = "difference",
                  learning_rate: float = 0.05, noise: float = 1.0, reconstruct: str = "perturbation",
                  initial="transpose", seed: int = 0):
         self.rule = check_choice("rule", rule, ("gait", "itp", "tp"))
-        self.gamma = gamma if rule == "tp" else layer_gammas(gamma, net.depth)
+        if np.ndim(gamma) == 0 and rule != "tp":
+            layer_gammas(gamma, 1)  # a bad number is refused now; a per-layer sequence once the depth is known
+        self.gamma = gamma
         self.form = check_choice("form", form, FORMS)
         self.learning_rate = check_positive("learning_rate", learning_rate)
         self.noise = check_positive("noise", noise, hint="the corruption's standard deviation in rate units")
         self.reconstruct = check_choice("reconstruct", reconstruct, RECONSTRUCTIONS)
-        if isinstance(initial, FeedbackWeights):
-            feedback = initial.copy()
-        else:
+        if not isinstance(initial, FeedbackWeights):
             check_choice("initial", initial, ("transpose", "exact"))
-            feedback = exact_inverses(net) if initial == "exact" else FeedbackWeights(
-                [None] + [w.T.copy() for w in net.weights[1:]])
-        self.feedback = feedback.check(net)
-        if any(q is None for q in self.feedback.matrices[1:]):
-            raise ValidationError("initial: expected a feedback matrix for every layer 2..L (the rule learns them), "
-                                  f"got None at layers {[i + 1 for i, q in enumerate(feedback.matrices) if q is None]}")
-        self.feedback.matrices[0] = None
+        self.initial = initial
         self.seed = int(seed)
         self.rng = np.random.default_rng(self.seed)
         self.steps = 0
+        self.feedback = None
+        if net is not None:
+            self.initialise(net)
+
+    def initialise(self, net: Network) -> None:
+        """Set the initial ``Q_l`` from ``net`` (done by the first batch if no network was given)."""
+        if self.rule != "tp":
+            self.gamma = layer_gammas(self.gamma, net.depth)
+        if isinstance(self.initial, FeedbackWeights):
+            feedback = self.initial.copy().check(net)
+            missing = [i + 1 for i, q in enumerate(feedback.matrices) if i > 0 and q is None]
+            if missing:
+                raise ValidationError("initial: expected a feedback matrix for every layer 2..L (the rule learns "
+                                      f"them), got None at layers {missing}")
+        elif self.initial == "exact":
+            feedback = exact_inverses(net)
+        else:
+            feedback = FeedbackWeights([None] + [w.T.copy() for w in net.weights[1:]])
+        feedback.matrices[0] = None
+        self.feedback = feedback
 
     def __call__(self, net: Network, x, target, fwd: ForwardPass) -> tuple[list, list]:
         """The ``update(net, x, target, fwd) -> (dW, db)`` hook of :func:`models.training.train_epoch`."""
@@ -328,6 +345,8 @@ class LearnedFeedback:
     def learn(self, net: Network, fwd: ForwardPass) -> list:
         """One step of the feedback rule on a forward pass; returns each layer's mean squared
         reconstruction error before the step ([0] is None)."""
+        if self.feedback is None:
+            self.initialise(net)
         errors = [None]
         for i in range(1, net.depth):
             w, q = net.weights[i], self.feedback.matrices[i]
@@ -350,16 +369,25 @@ class LearnedFeedback:
 
     def inverse_errors(self, net: Network, norm: str = "spectral") -> list:
         """``||Q_l W_l - I||`` per layer ([0] is None): see :func:`inverse_errors`."""
+        if self.feedback is None:
+            self.initialise(net)
         return inverse_errors(net, self.feedback, norm)
 
     def state(self) -> dict:
         """Everything a resumed run needs: the matrices, the step count and the corruption's generator."""
+        if self.feedback is None:
+            raise ValidationError("state: the feedback is not initialised yet (give the network, call "
+                                  "initialise(net), or run a batch first)")
         return {"matrices": [q.copy() for q in self.feedback.matrices[1:]], "steps": self.steps,
                 "rng": self.rng.bit_generator.state}
 
     def load_state(self, state: dict) -> None:
-        """Restore :meth:`state` (the same network shapes)."""
-        matrices = state["matrices"]
+        """Restore :meth:`state` (the same network shapes; initialises the feedback if it was not)."""
+        matrices = list(state["matrices"])
+        if self.feedback is None:
+            self.feedback = FeedbackWeights([None] + [np.array(q, dtype=float) for q in matrices])
+            if self.rule != "tp":
+                self.gamma = layer_gammas(self.gamma, self.feedback.depth)
         if len(matrices) != self.feedback.depth - 1:
             raise ValidationError(f"state: expected {self.feedback.depth - 1} feedback matrices (layers 2.."
                                   f"{self.feedback.depth}), got {len(matrices)}")

@@ -73,7 +73,7 @@ def test_training_epoch_with_exact_entries_is_bit_identical():
     for inverse in (None, FeedbackWeights([None] * 3, exact=models.DirectInverse(2))):
         net = network("square")
         train_epoch(net, models.Adam.published(1e-3), x, labels, rule="gait", seed=1, epoch=0, batch=8,
-                    regularizer=0.1, inverse=inverse)
+                    inverse=inverse)
         nets.append(net)
     for a, b in zip(nets[0].weights + nets[0].biases, nets[1].weights + nets[1].biases):
         assert np.array_equal(a, b)
@@ -352,12 +352,35 @@ def test_learned_feedback_is_an_update_hook_for_training():
             assert relative_error(a, b) <= tol.IDENTITY_RTOL
         stale = hook.feedback.copy()  # the inverses of the weights before the epoch
         stats = train_epoch(net, models.Adam.published(1e-3), x, labels, rule="gait", seed=2, epoch=0, batch=8,
-                            regularizer=0.1, update=hook)
+                            update=hook)
         assert np.isfinite(stats["running_loss"]) and hook.steps == 1 + 320 // 8
         lags[learning_rate] = np.array(hook.inverse_errors(net)[1:])
         assert np.all(lags[learning_rate] < np.array(inverse_errors(net, stale)[1:]) / 2)
     ratio = lags[0.05] / lags[0.2]
     assert np.all((tol.TRACKING_LAG_RATIO[0] <= ratio) & (ratio <= tol.TRACKING_LAG_RATIO[1])), ratio
+
+
+def test_learned_feedback_made_before_the_network_initialises_on_the_first_batch():
+    """The hook can be made before the training loop builds the network (e.g. for models.training.train)."""
+    rng = np.random.default_rng(0)
+    x, labels = rng.standard_normal((16, 9)), rng.integers(0, 9, 16)
+    runs = []
+    for lazy in (True, False):
+        net = network("square")
+        hook = LearnedFeedback(gamma=[0.5, 1e-2, 1e-3], seed=4) if lazy else \
+            LearnedFeedback(net, gamma=[0.5, 1e-2, 1e-3], seed=4)
+        train_epoch(net, models.Adam.published(1e-3), x, labels, rule="gait", seed=0, epoch=0, batch=8, update=hook)
+        runs.append((net, hook))
+    (a, ha), (b, hb) = runs
+    assert all(np.array_equal(p, q) for p, q in zip(a.weights + ha.feedback.matrices[1:],
+                                                     b.weights + hb.feedback.matrices[1:]))
+    fresh = LearnedFeedback(gamma=[0.5, 1e-2, 1e-3])
+    fresh.load_state(ha.state())
+    assert all(np.array_equal(p, q) for p, q in zip(fresh.feedback.matrices[1:], ha.feedback.matrices[1:]))
+    with pytest.raises(ValidationError, match="gamma: expected values in"):
+        LearnedFeedback(gamma=2.0)
+    with pytest.raises(ValidationError, match="state: the feedback is not initialised yet"):
+        LearnedFeedback().state()
 
 
 def test_learned_feedback_state_resumes_exactly():
