@@ -16,6 +16,17 @@ from .errors import (
     SingularWeightsError,
     ValidationError,
 )
+from .feedback import (
+    FeedbackWeights,
+    LearnedFeedback,
+    exact_inverses,
+    feedback_targets,
+    feedback_updates,
+    inverse_errors,
+    perturbed_inverses,
+    reconstruction_errors,
+    transposed_weights,
+)
 from .io import load_network, save_network
 from .losses import LOSSES, constructed_target, loss_gradient, loss_value, one_hot
 from .network import DirectInverse, ForwardPass, Network, init_network, orthogonal, xavier_normal
@@ -46,4 +57,6 @@ __all__ = [
     "orthogonal", "xavier_normal", "Adam", "orthogonality_gradient", "orthogonality_penalty",
     "RULES", "Targets", "backprop", "batch_mean_updates", "bp_error_signals", "compute_targets", "error_signals",
     "weight_updates", "compute_updates", "layer_gammas", "target_updates", "updates", "check_gamma", "layer_scales",
+    "FeedbackWeights", "LearnedFeedback", "exact_inverses", "feedback_targets", "feedback_updates", "inverse_errors",
+    "perturbed_inverses", "reconstruction_errors", "transposed_weights",
 ]

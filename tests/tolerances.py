@@ -77,3 +77,27 @@ TRAJECTORY_END_RTOL = 1e-6
 #: 4 units of rounding: the steady state is off by a few tens of ulps of the rates at
 #: most (measured: 0.5-3).  100 ulps of the largest rate bounds the deviation's absolute error.
 ROUNDED_ULPS = 100
+
+# ---------------------------------------------------------------- feedback weights (models.feedback)
+
+#: Absolute minus difference form against its leading term S_l rho_l alone (linear network): the next term
+#: is Q A (S_{l+1} rho_{l+1}), smaller by gamma_{l+1} times ||Q|| ||rho_{l+1}|| / ||rho_l|| (a few units for
+#: cond(W) ~ 3, summed over the layers above): relative error <= this many gammas (measured 1.2-1.7).
+LEADING_TERM_GAMMAS = 10.0
+
+#: Linear circuit with feedback Q against the discrete absolute (difference) form: the forward leak
+#: W_l d_{l-1} and the layer above's O(k) share make a relative error ~ gamma per layer between l and L,
+#: times ||W|| ||Q|| ~ cond(W) (~2 for the blended weights): this many gammas per layer (measured at most
+#: 2.5 gammas in all on 3 layers, i.e. <= 0.9 per layer).
+CIRCUIT_LEAK_PER_LAYER = 10.0
+
+#: Delta rule for the feedback, measured distance to W^-1 after K steps against the mean recursion's
+#: rate in its slowest direction: the random product of K contractions fluctuates around the mean one
+#: (batch 16 of 8 units: the per-step rate varies by ~1/sqrt(16) around its mean); measured 0.8x (corruption
+#: alone) and 4x (rates, whose data share of C adds to lambda_min as well as to m); 20x bounds both.
+DELTA_RULE_MARGIN = 20.0
+
+#: Learned feedback tracking weights trained by Adam: the lag ||Q W - I|| settles near (drift of W per
+#: step) / (the rule's rate per step), so a 4x larger learning rate gives ~4x less lag once the error's
+#: decay time (7-30 steps here) is short against the epoch (40 steps); measured 3.6x and 3.9x.  Accepted: 2x..8x.
+TRACKING_LAG_RATIO = (2.0, 8.0)
