@@ -44,11 +44,12 @@ __all__ = ["Engine", "SettleWatch", "SINGLE_BLAS_THREAD_BELOW", "escape_error", 
            "unstable_advice"]
 
 #: Engines run BLAS on one thread while their widest layer is narrower than this.  Measured on
-#: 2 cores (OpenBLAS 0.3, numpy 2.3, two other processes busy): with two threads a (n, n) LU
-#: solve (getrs) of a batch took ~16 ms for every n <= 400 against 1.6 us (n = 20) to 0.8 ms
-#: (n = 400) on one thread, and (100, 784) @ (784, 784) products took 3-10x longer; on a
-#: quieter machine two threads gained at most 1.6x (n = 200-400, batch 100) and still lost 3x
-#: at n = 784.  ``python -m experiments bench --engine-threads`` prints the figures.
+#: 2 cores with other work on them (OpenBLAS started with 2 threads; ``python -m experiments bench
+#: --engine-threads``): an 8-tau simulate of a 4-layer circuit (batch 8) took 22 s / 5.2 s / 200 s
+#: at widths 20 / 100 / 400 with BLAS left alone and 0.22 s / 0.39 s / 5.4 s on one thread (a
+#: sleeping BLAS thread is woken for every small solve), and a nudged settle at width 400 took
+#: 1.3 s against 47 ms; alone in a hot loop, two threads gained at most 1.6x (n = 200-400, batch
+#: 100) and lost 3x at n = 784.  Wider layers keep BLAS's own threads.
 SINGLE_BLAS_THREAD_BELOW = 1024
 
 #: Blow-up: a settle that follows the dynamics stops once the state grew by this factor.
@@ -327,10 +328,7 @@ class Engine:
 
         ``nudged=False`` (the free phase): the output has no nudge, k_L = 0.
         """
-        k = self.spec.couplings(fwd.derivatives)
-        if not nudged:
-            k[-1] = np.zeros_like(k[-1])
-        return k
+        return self.spec.couplings(fwd.derivatives, nudged)
 
     def _seconds(self, value, name: str, default_tau: float, allow_zero: bool = False) -> float:
         """A duration argument in seconds; None: ``default_tau`` times tau."""

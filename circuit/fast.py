@@ -118,10 +118,8 @@ class FastEngine(Engine):
 
     def _prepare(self, fwd, nudged: bool = True) -> _Prepared:
         """Free phase and couplings of a batch; ``nudged=False``: no nudge at the output (kappa_L = k_L = 0)."""
-        kappa = self.spec.relative_couplings(fwd.derivatives)
-        if not nudged:
-            kappa[-1] = np.zeros_like(kappa[-1])
-        k = [g * kp for g, kp in zip(self.spec.gamma, kappa)]
+        kappa = self.spec.relative_couplings(fwd.derivatives, nudged)
+        k = self.couplings(fwd, nudged)
         return _Prepared(fwd.rates[0], fwd.rates, fwd.preactivations, fwd.derivatives, kappa, k)
 
     def _feedback(self, p: _Prepared, i: int, z_above: np.ndarray) -> np.ndarray:

@@ -78,21 +78,24 @@ class CircuitSpec:
             mask[: self.widths[layer + 1]] = True
         return mask
 
-    def relative_couplings(self, derivatives: list) -> list:
+    def relative_couplings(self, derivatives: list, nudged: bool = True) -> list:
         """``kappa_l = k_l / gamma_l`` per sample and unit: [i] of shape (batch, n_{i+1}).
 
-        ``derivatives`` are the free-phase ``f'(h_l)`` (used in "gait" mode).
+        ``derivatives`` are the free-phase ``f'(h_l)`` (used in "gait" mode).  ``nudged=False``
+        (the free phase): no nudge at the output, kappa_L = 0.
         """
         out = []
         for i, a in enumerate(derivatives):
             mask = self.feedback_mask(i + 1)
             kappa = a**2 if self.mode == "gait" else np.ones_like(a)
             out.append(np.where(mask, kappa, 0.0))
+        if not nudged:
+            out[-1] = np.zeros_like(out[-1])
         return out
 
-    def couplings(self, derivatives: list) -> list:
+    def couplings(self, derivatives: list, nudged: bool = True) -> list:
         """Per-unit couplings ``k_l = gamma_l kappa_l``: [i] of shape (batch, n_{i+1})."""
-        return [g * kappa for g, kappa in zip(self.gamma, self.relative_couplings(derivatives))]
+        return [g * kappa for g, kappa in zip(self.gamma, self.relative_couplings(derivatives, nudged))]
 
 
 def build_circuit(network: models.Network, gamma=1e-3, mode: str = "gait", tau=0.01) -> CircuitSpec:
