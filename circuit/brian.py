@@ -118,6 +118,12 @@ class Brian2Engine(Engine):
     check_every : float or brian2.Quantity, optional
         Settles are simulated in chunks of this many seconds (default 5 tau), checking the
         residual after each.
+
+    Notes
+    -----
+    ``simulate`` records the states at ``linspace(0, duration, n_points)``: it steps with the
+    largest step <= ``dt`` that divides ``duration / (n_points - 1)``, so every returned state
+    is the state at its returned time.  ``settle_noisy`` steps with its own ``dt``.
     """
 
     name = "brian2"

@@ -191,6 +191,8 @@ def test_brian2_build_gives_a_network_to_monitor_and_run_repeatedly():
         assert np.allclose(r, t[-1], rtol=0, atol=1e-14)
     for step, sample in ((10, 1), (20, 2)):
         assert np.allclose(monitor.r_[:, step].reshape(2, -1), traj.rates[-1][sample], rtol=0, atol=1e-14)
+    later = engine.build(x, target, initial=traj)  # continues from the trajectory's last state
+    assert all(np.allclose(r, t[-1], rtol=0, atol=tol.EPS) for r, t in zip(later.rates(), traj.rates))  # y + (r - y)
 
 
 # ---------------------------------------------------------------- units
