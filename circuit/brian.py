@@ -165,16 +165,19 @@ class Brian2Engine(Engine):
         circuit, _, _ = self._build(x, target, rates, self.couplings(fwd, nudged=target is not None))
         return circuit
 
-    def _build(self, x, target, initial_rates, k, noise: float = 0.0, dt: float | None = None):
-        """(Brian2Circuit, per-layer (r, h, psi) arrays of the groups, the coupling function)."""
+    def _build(self, x, target, initial_rates, k, noise: float | None = None, dt: float | None = None):
+        """(Brian2Circuit, per-layer (r, h, psi) arrays of the groups, the coupling function).
+
+        ``noise`` None: exponential Euler; a number (0 included): Euler-Maruyama with that noise.
+        """
         import brian2 as b2
 
         b2.prefs.codegen.target = self.codegen
         spec = self.spec
         batch = x.shape[0]
         dt = (self.dt if dt is None else dt) * b2.second
-        eqs = equations(spec, noise)
-        method = "euler" if noise else "exponential_euler"  # Euler-Maruyama for the noisy equations
+        eqs = equations(spec, noise or 0.0)
+        method = "exponential_euler" if noise is None else "euler"  # Euler-Maruyama for settle_noisy
         groups = []
         for i, n in enumerate(spec.widths[1:]):
             g = b2.NeuronGroup(batch * n, eqs, method=method, dt=dt, namespace={"tau": spec.tau * b2.second},

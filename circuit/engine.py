@@ -168,14 +168,14 @@ class Engine:
         noise = check_positive("noise", noise, allow_zero=True)
         tau = self.spec.tau
         duration = self._seconds(duration, "duration", 200.0)
-        average_from = self._seconds(average_from, "average_from", 50.0, allow_zero=True)
+        given, average_from = average_from, self._seconds(average_from, "average_from", 50.0, allow_zero=True)
         dt = self._seconds(dt, "dt", 0.05)
         if dt >= 2 * tau:  # Euler's factor 1 - dt/tau on the modes near -1/tau: |1 - dt/tau| >= 1
             raise ValidationError(f"dt: expected a step below 2 tau = {2 * tau:g} s (Euler-Maruyama is unstable "
                                   f"beyond; default 0.05 tau = {0.05 * tau:g} s), got {dt:g} s")
         if average_from >= duration:
-            raise ValidationError(f"average_from: expected a time in [0, duration = {duration:g} s), "
-                                  f"got {average_from:g} s")
+            raise ValidationError(f"average_from: expected a time in [0, duration = {duration:g} s), got "
+                                  f"{average_from:g} s" + (" (its default, 50 tau)" if given is None else ""))
         if duration - average_from < dt:
             raise ValidationError(f"dt: expected at most the averaging window duration - average_from = "
                                   f"{duration - average_from:g} s (one step to average), got {dt:g} s")
@@ -184,7 +184,12 @@ class Engine:
         fwd = self.forward(x, forward)
         with self._hot_loop():
             state = self._settle_noisy(x, target, fwd, noise, duration, average_from, dt, rtol, seed)
-        _check_finite_state(self, "noisy settle", x, state.rates)
+        if not all(np.all(np.isfinite(r)) for r in state.rates):
+            if dt > tau:
+                raise DivergenceError(f"noisy settle: the rates became non-finite with Euler-Maruyama steps of dt = "
+                                      f"{dt / tau:g} tau, too long for the circuit's modes (stable below ~1 tau); use "
+                                      f"a smaller dt (default 0.05 tau = {0.05 * tau:g} s)")
+            raise escape_error(self, "noisy settle", x)
         advice = ("lengthen the averaging window (duration - average_from) or weaken the noise; "
                   if noise > 0 else "")
         if dt > tau:
@@ -233,7 +238,10 @@ class Engine:
         times = np.linspace(0.0, duration, n_points)
         with self._hot_loop():
             rates, deviations = self._simulate(x, target, fwd, times, start, deviations)
-        _check_finite_state(self, "simulate", x, [r[-1] for r in rates])
+        finite = np.flatnonzero([all(np.all(np.isfinite(r[j])) for r in rates) for j in range(n_points)])
+        if finite.size < n_points:
+            last = [r[finite[-1]] for r in rates] if finite.size else None
+            raise escape_error(self, "simulate", x, last, at="the last finite state of the trajectory")
         return self._trajectory(times, x, fwd, rates, deviations)
 
     def plasticity(self, state: SteadyState, x) -> tuple[list, list]:
@@ -429,42 +437,37 @@ def unstable_advice(spec, lam: float) -> str:
             + (", or 'gait' mode (k = gamma f'^2 tames the 1/f' gain of the inverse)" if spec.mode == "itp" else ""))
 
 
-def escape_error(engine, phase: str, x, rates=None, *, time_tau: float | None = None, dtype=np.float64):
-    """The error for a settle whose rates became non-finite or grew without bound, naming the real cause.
+def escape_error(engine, phase: str, x, rates=None, *, time_tau: float | None = None, dtype=np.float64,
+                 at: str = "the escaping state"):
+    """The error for a run whose rates became non-finite or grew without bound, naming the real cause.
 
-    ``rates``: the escaping state's rates (or None).  Finite rates that grew by ``BLOW_UP`` within
-    ``time_tau``: a DivergenceError quoting the largest real eigenvalue there.  Non-finite rates:
-    at an unstable forward pass a DivergenceError with the advice to weaken the coupling; else the
-    numbers overflowed ``dtype``: a NonFiniteError naming their size.
+    ``rates``: the escaping state's rates (None, or not finite: the forward pass is examined);
+    ``time_tau``: the rates grew by ``BLOW_UP`` within this time (None: they became non-finite).
+    The largest real eigenvalue there decides: >= 0, a DivergenceError with the advice to weaken
+    the coupling; < 0 after a blow-up, a DivergenceError naming the nonlinear dynamics; < 0 with
+    non-finite rates, the numbers overflowed ``dtype``: a NonFiniteError naming their size.
     """
     x = np.asarray(x)
-    finite = rates is not None and all(np.all(np.isfinite(r)) for r in rates)
-    at = "the escaping state" if finite else "the forward pass"
+    if rates is None or not all(np.all(np.isfinite(r)) for r in rates):
+        rates, time_tau, at = None, None, "the forward pass"
     with np.errstate(all="ignore"):
         try:
-            lam = float(np.max(largest_real_eigenvalue(engine.spec, x, rates if finite else None)))
+            lam = float(np.max(largest_real_eigenvalue(engine.spec, x, rates)))
         except (ValueError, np.linalg.LinAlgError):  # the Jacobian of an overflowing state
             lam = float("nan")
-    if finite:
-        grew = f"{phase}: the rates grew by more than {BLOW_UP:.0e} within {time_tau:g} tau; "
-        if lam >= 0:
-            return DivergenceError(grew + unstable_advice(engine.spec, lam).replace("the final state", at))
-        return DivergenceError(grew + f"the linearised circuit is stable at {at} (largest real eigenvalue "
-                               f"{lam:+.3g}/tau), so the growth comes from the nonlinear dynamics far from it; use "
-                               "a smaller coupling gamma")
+    what = (f"the rates grew by more than {BLOW_UP:.0e} within {time_tau:g} tau" if time_tau is not None
+            else "the rates became non-finite")
     if lam >= 0:
-        return DivergenceError(f"{phase}: the rates became non-finite; "
-                               + unstable_advice(engine.spec, lam).replace("the final state", at))
+        return DivergenceError(f"{phase}: {what}; " + unstable_advice(engine.spec, lam).replace("the final state", at))
+    if time_tau is not None:
+        return DivergenceError(f"{phase}: {what}; the linearised circuit is stable at {at} (largest real eigenvalue "
+                               f"{lam:+.3g}/tau), so the growth comes from the nonlinear dynamics far from it; use a "
+                               "smaller coupling gamma")
     name = np.dtype(dtype).name
     return NonFiniteError(
-        f"{phase}: the rates overflowed to non-finite values although the linearised circuit is stable at {at} "
-        f"(largest real eigenvalue {lam:+.3g}/tau): the numbers are too large for {name} (largest |x| = "
-        f"{np.max(np.abs(x)):.3g}); scale the input or the weights down")
-
-
-def _check_finite_state(engine, phase, x, rates):
-    if not all(np.all(np.isfinite(r)) for r in rates):
-        raise escape_error(engine, phase, x)
+        f"{phase}: {what}: they overflowed although the linearised circuit is stable at {at} (largest real "
+        f"eigenvalue {lam:+.3g}/tau): the numbers are too large for {name} (largest |x| = {np.max(np.abs(x)):.3g}); "
+        "scale the input or the weights down")
 
 
 def _check_rtol(rtol) -> float:

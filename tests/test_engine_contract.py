@@ -298,6 +298,16 @@ def test_noisy_settle_marks_converged_only_within_its_tolerance(engine_name):
     assert not tight.converged.any()
 
 
+def test_noisy_settle_with_too_long_euler_steps_says_so(engine_name):
+    """dt = 1.9 tau: Euler-Maruyama oscillates on the fast modes of a strongly coupled circuit (2 tau is refused)."""
+    net, spec = small(gamma=0.5, mode="itp")
+    x, target = random_batch(net, batch=2, seed=7)
+    engine = circuit.make_engine(spec, engine_name)
+    with pytest.raises(circuit.ConvergenceError, match="noisy settle: 2 of 2 samples did not settle .* the steps dt = "
+                                                       "1.9 tau are too long for Euler-Maruyama"):
+        engine.settle_noisy(x, target, 0.0, dt=1.9 * spec.tau)
+
+
 # ---------------------------------------------------------------- failures that name their cause
 
 
