@@ -35,7 +35,7 @@ from models.validation import check_choice, check_count
 
 from .engine import BLOW_UP, Engine, SettleWatch, escape_error, relative_residual
 from .results import SteadyState
-from .spec import CircuitSpec
+from .spec import CircuitError, CircuitSpec
 
 __all__ = ["FastEngine"]
 
@@ -469,6 +469,9 @@ def _forward_potential(engine, p, i, z):
 def _integrate(rhs, y0, t_eval, shapes, sizes) -> list:
     """RK45 (rtol 1e-9, atol 1e-12) from ``y0`` at t = 0; the states at ``t_eval`` (tau), unflattened."""
     sol = solve_ivp(rhs, (0, t_eval[-1]), y0, t_eval=t_eval, method="RK45", rtol=1e-9, atol=1e-12)
+    if not sol.success:
+        raise CircuitError(f"simulate: the integrator stopped at t = {sol.t[-1]:g} tau of {t_eval[-1]:g}: "
+                           f"{sol.message}")
     return [_unflatten(col, shapes, sizes) for col in sol.y.T]
 
 
