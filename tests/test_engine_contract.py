@@ -106,6 +106,15 @@ def test_settle_nudged_and_plasticity_follow_the_discrete_rule(engine_name, mode
     assert np.isclose(state.time_in_tau * spec.tau, state.time) or np.isnan(state.time)
 
 
+def test_max_time_is_the_settle_budget_in_seconds(engine_name):
+    """ITP at gamma 0.9 relaxes with a time constant of ~200 tau: a 20-tau budget ends the settle unconverged."""
+    net, spec = small(gamma=0.9, mode="itp")
+    x, target = random_batch(net, batch=2, seed=2)
+    state = circuit.make_engine(spec, engine_name).settle_nudged(x, target, max_time=20 * spec.tau, on_failure="mask")
+    assert not state.converged.any() and np.all(state.residual > 1e-6)
+    assert 0 < state.time <= 20 * spec.tau * (1 + 1e-9) and state.time_in_tau == pytest.approx(20)
+
+
 def test_plasticity_needs_the_nudged_state_of_the_same_batch(engine_name):
     net, spec = small()
     x, target = random_batch(net, batch=2, seed=3)
