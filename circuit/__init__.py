@@ -1,13 +1,19 @@
 """The continuous-time GAIT/ITP circuit: one specification, several engines.
 
->>> spec = build_circuit(models.init_network([20] * 5), gamma=1e-3, mode="gait")
+>>> spec = build_circuit(models.init_network([20] * 5), gamma=1e-3, mode="gait", tau=0.01)
 >>> engine = make_engine(spec, "fast")           # or "brian2"
 >>> state = engine.settle_nudged(x, target)
 >>> dW, db = engine.plasticity(state, x)
+>>> trajectory = engine.simulate(x, target, duration=0.3)   # seconds, or a Brian2 quantity (300*ms)
+
+Every engine implements :class:`Engine` (circuit/engine.py): the same verbs, options and
+units.  Every duration is in seconds (a float or a Brian2 quantity, see
+:func:`to_seconds`); every tolerance is ``rtol``.
 """
 
+from .engine import Engine
 from .fast import FastEngine
-from .results import SteadyState, Trajectory
+from .results import SteadyState, Trajectory, require_convergence
 from .spec import (
     MODES,
     SCHEDULES,
@@ -21,12 +27,13 @@ from .spec import (
     save_spec,
 )
 from .stability import largest_real_eigenvalue
+from .units import to_seconds
 
 ENGINES = ("fast", "brian2")
 
 
-def make_engine(spec: CircuitSpec, engine: str = "fast", **options):
-    """An engine that runs ``spec``: "fast" (numpy/scipy) or "brian2"."""
+def make_engine(spec: CircuitSpec, engine: str = "fast", **options) -> Engine:
+    """An engine that runs ``spec``: "fast" (numpy/scipy) or "brian2" (options: see each engine)."""
     if engine == "fast":
         return FastEngine(spec, **options)
     if engine == "brian2":
@@ -37,5 +44,5 @@ def make_engine(spec: CircuitSpec, engine: str = "fast", **options):
 
 
 __all__ = ["ENGINES", "MODES", "SCHEDULES", "CircuitError", "CircuitSpec", "ConvergenceError", "DivergenceError",
-           "FastEngine", "SteadyState", "Trajectory", "build_circuit", "coupling_schedule", "largest_real_eigenvalue",
-           "make_engine", "save_spec", "load_spec"]
+           "Engine", "FastEngine", "SteadyState", "Trajectory", "build_circuit", "coupling_schedule",
+           "largest_real_eigenvalue", "load_spec", "make_engine", "require_convergence", "save_spec", "to_seconds"]

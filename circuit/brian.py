@@ -14,7 +14,12 @@ The couplings are dense matrix products over the whole batch, computed each time
 step in a runtime ``network_operation`` on the groups' own arrays (Brian2's dense
 ``(summed)`` Synapses cost ~100x more at 784 units; see :func:`summed_synapses_network`,
 kept for the benchmark's contrast).  Integration is exponential Euler, exact for the
-drives held over a step, so the steady state does not depend on ``dt``.
+drives held over a step, so the steady state does not depend on ``dt``; a transient
+carries an error first order in ``dt`` (the drives lag by up to one step).
+
+:meth:`Brian2Engine.build` returns these objects (:class:`Brian2Circuit`: the
+``brian2.Network``, one NeuronGroup per layer and the coupling) for a user's own
+monitors and runs.
 
 This engine works in absolute rates, like a plain Brian2 model: deviations from the
 forward pass smaller than ~1e-16 of the rates are lost to rounding (see the
@@ -23,17 +28,19 @@ equilibrium experiment).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 import models
-from models.validation import layer_scales
+from models.validation import check_choice
 
-from .plasticity import updates_from_errors
-from .results import SteadyState, Trajectory, divergence_message, finish
-from .spec import CircuitSpec, DivergenceError, check_batch, check_noise
-from .stability import largest_real_eigenvalue
+from .engine import BLOW_UP, Engine, SettleWatch, escape_error, relative_residual
+from .results import SteadyState
+from .spec import CircuitSpec
+from .units import to_seconds
 
-__all__ = ["Brian2Engine", "equations", "activation_expressions", "summed_synapses_network"]
+__all__ = ["Brian2Circuit", "Brian2Engine", "equations", "activation_expressions", "summed_synapses_network"]
 
 
 def activation_expressions(activation) -> tuple[str, str]:
@@ -63,35 +70,75 @@ def equations(spec: CircuitSpec, noise: float = 0.0) -> str:
     )
 
 
-class Brian2Engine:
+@dataclass
+class Brian2Circuit:
+    """A circuit as Brian2 objects, from :meth:`Brian2Engine.build`: add monitors, then ``network.run``.
+
+    Attributes
+    ----------
+    network : brian2.Network
+        Holds the layers and the coupling; ``network.run(100*ms)`` may be called repeatedly.
+    layers : list of brian2.NeuronGroup
+        Layer l = 1..L at ``layers[l - 1]``: ``batch * n_l`` rate neurons, sample-major (neuron
+        ``s * n_l + j`` is unit j of sample s), with the variables r, u, phi, h, psi and k of
+        :func:`equations`.
+    coupling : brian2.NetworkOperation
+        Sets every layer's basal potential h and feedback drive psi from the current rates, at the
+        start of each time step.
+    batch : int
+    widths : tuple
+        n_1..n_L.
+    """
+
+    network: object
+    layers: list
+    coupling: object
+    batch: int
+    widths: tuple
+
+    def rates(self) -> list:
+        """The current rates of layers 1..L, [i] of shape (batch, n_{i+1}) (copies)."""
+        return [np.asarray(g.r_[:]).reshape(self.batch, n).copy() for g, n in zip(self.layers, self.widths)]
+
+
+class Brian2Engine(Engine):
     """Runs a :class:`CircuitSpec` in Brian2 (runtime mode; "numpy" or "cython" code generation).
 
     Parameters
     ----------
     spec : CircuitSpec
-    target : {"numpy", "cython"}
-    dt : float
+    codegen : {"numpy", "cython"}
+        Brian2's code-generation target.
+    dt : float or brian2.Quantity, optional
         Time step in seconds (default tau / 10).
     rtol : float
         Relative residual at which a settle stops (absolute rates limit what is reachable).
-    max_time : float
-        Longest settle, in units of tau.
-    check_every : float
-        Settles are simulated in chunks of this many tau, checking the residual after each.
+    max_time : float or brian2.Quantity, optional
+        Default settle budget in seconds (default 400 tau).
+    check_every : float or brian2.Quantity, optional
+        Settles are simulated in chunks of this many seconds (default 5 tau), checking the
+        residual after each.
+
+    Notes
+    -----
+    ``simulate`` records the states at ``linspace(0, duration, n_points)``: it steps with the
+    largest step <= ``dt`` that divides ``duration / (n_points - 1)``, so every returned state
+    is the state at its returned time.  ``settle_noisy`` steps with its own ``dt``.
     """
 
     name = "brian2"
     precise_deviations = False
+    free_rtol = 1e-12
+    default_max_time = 400.0
 
-    def __init__(self, spec: CircuitSpec, target: str = "numpy", dt: float | None = None, rtol: float = 1e-6,
-                 max_time: float = 400.0, check_every: float = 5.0):
+    def __init__(self, spec: CircuitSpec, codegen: str = "numpy", dt=None, rtol: float = 1e-6, max_time=None,
+                 check_every=None):
         import brian2  # noqa: F401  (fail early with ImportError if missing)
 
-        if target not in ("numpy", "cython"):
-            raise ValueError(f"target: expected 'numpy' or 'cython', got {target!r}")
-        self.spec, self.target = spec, target
-        self.dt = spec.tau / 10 if dt is None else float(dt)
-        self.rtol, self.max_time, self.check_every = float(rtol), float(max_time), float(check_every)
+        super().__init__(spec, rtol, max_time)
+        self.codegen = check_choice("codegen", codegen, ("numpy", "cython"))
+        self.dt = self._seconds(dt, "dt", 0.1)
+        self.check_every = self._seconds(check_every, "check_every", 5.0)
         net = spec.network
         self._inverses = {}
         for i, w in enumerate(net.weights[1:], start=1):
@@ -99,18 +146,42 @@ class Brian2Engine:
             self._inverses[i] = np.linalg.inv(w)
 
     # ------------------------------------------------------------------ model
-    def _build(self, x, target, initial_rates, k, noise: float = 0.0):
+    def build(self, x, target=None, initial=None) -> Brian2Circuit:
+        """The circuit for a batch as Brian2 objects: a :class:`Brian2Circuit` (network, layers, coupling).
+
+        ``target`` None: the free phase (no nudge at the output); else the output is nudged toward
+        it.  ``initial``: the starting state (a SteadyState, a Trajectory's last state or the
+        per-layer rates; default the forward pass).  The time step is the engine's ``dt``::
+
+            c = engine.build(x, target)
+            monitor = brian2.StateMonitor(c.layers[-1], "r", record=True)
+            c.network.add(monitor)
+            c.network.run(100 * ms)
+        """
+        x, target = self.check_batch(x, target)
+        fwd = self.forward(x)
+        rates = fwd.rates[1:] if initial is None else \
+            [y + d for y, d in zip(fwd.rates[1:], self._initial_deviations(initial, x, fwd))]
+        circuit, _, _ = self._build(x, target, rates, self.couplings(fwd, nudged=target is not None))
+        return circuit
+
+    def _build(self, x, target, initial_rates, k, noise: float | None = None, dt: float | None = None):
+        """(Brian2Circuit, per-layer (r, h, psi) arrays of the groups, the coupling function).
+
+        ``noise`` None: exponential Euler; a number (0 included): Euler-Maruyama with that noise.
+        """
         import brian2 as b2
 
-        b2.prefs.codegen.target = self.target
+        b2.prefs.codegen.target = self.codegen
         spec = self.spec
         batch = x.shape[0]
-        eqs = equations(spec, noise)
-        method = "euler" if noise else "exponential_euler"  # Euler-Maruyama for the noisy equations
+        dt = (self.dt if dt is None else dt) * b2.second
+        eqs = equations(spec, noise or 0.0)
+        method = "exponential_euler" if noise is None else "euler"  # Euler-Maruyama for settle_noisy
         groups = []
         for i, n in enumerate(spec.widths[1:]):
-            g = b2.NeuronGroup(batch * n, eqs, method=method, dt=self.dt * b2.second,
-                               namespace={"tau": spec.tau * b2.second}, name=f"layer_{i + 1}*")
+            g = b2.NeuronGroup(batch * n, eqs, method=method, dt=dt, namespace={"tau": spec.tau * b2.second},
+                               name=f"layer_{i + 1}*")
             g.r = initial_rates[i].ravel()
             g.k = k[i].ravel()
             groups.append(g)
@@ -119,9 +190,9 @@ class Brian2Engine:
         if target is not None:
             views[-1][2][:] = target.ravel()
         coupling = self._coupling(x, views)
-        op = b2.NetworkOperation(coupling, when="start", dt=self.dt * b2.second)
+        op = b2.NetworkOperation(coupling, when="start", dt=dt, name="coupling*")
         network = b2.Network(*groups, op)
-        return network, groups, views, coupling
+        return Brian2Circuit(network, groups, op, batch, tuple(spec.widths[1:])), views, coupling
 
     def _coupling(self, x, views):
         """The network operation: basal potentials and feedback drives from the current rates."""
@@ -143,6 +214,9 @@ class Brian2Engine:
 
         return coupling
 
+    def _rates(self, views, batch):
+        return [v[0].reshape(batch, n).copy() for v, n in zip(views, self.spec.widths[1:])]
+
     def _residual(self, views, k, y, batch):
         """Per-sample max over layers of |-r + (1-k) phi + k psi| / |r - y| (y = None: relative to |r|)."""
         act = self.spec.network.activation
@@ -151,77 +225,62 @@ class Brian2Engine:
             n = self.spec.widths[i + 1]
             r2, h2, p2 = r.reshape(batch, n), h.reshape(batch, n), psi.reshape(batch, n)
             drift = -r2 + (1 - k[i]) * act.f(h2) + k[i] * p2
-            dev = np.linalg.norm(r2 if y is None else r2 - y[i + 1], axis=1)
-            num = np.linalg.norm(drift, axis=1)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                layer = np.where(dev > 0, num / np.where(dev > 0, dev, 1), np.where(num > 0, np.inf, 0.0))
-            res = np.maximum(res, layer)
+            res = np.maximum(res, relative_residual(drift, r2 if y is None else r2 - y[i + 1]))
         return res
 
-    def _settle(self, x, target, initial, k, y, phase, on_failure, rtol, relative_to_deviation=True, fwd=None):
+    def _settle(self, x, target, initial, k, fwd, phase, rtol, max_time, stop_early, relative_to_deviation=True):
+        """Run in chunks of ``check_every`` until every sample's residual meets ``rtol`` or ``max_time`` passed."""
         import brian2 as b2
 
         batch = x.shape[0]
-        network, groups, views, coupling = self._build(x, target, initial, k)
-        elapsed = 0.0
-        res = np.full(batch, np.inf)
-        while elapsed < self.max_time:
-            network.run(self.check_every * self.spec.tau * b2.second)
-            elapsed += self.check_every
+        tau = self.spec.tau
+        circuit, views, coupling = self._build(x, target, initial, k)
+        start = max(max(np.max(np.abs(r)) for r in initial), 1.0)
+        watch = SettleWatch(rtol, max_time / tau) if stop_early else None
+        elapsed, res = 0.0, np.full(batch, np.inf)
+        while elapsed < max_time:
+            circuit.network.run(self.check_every * b2.second, namespace={})
+            elapsed = float(circuit.network.t / b2.second)
             coupling()  # drives at the current rates
-            res = self._residual(views, k, y if relative_to_deviation else None, batch)
-            if not np.all(np.isfinite(views[-1][0])):
-                raise DivergenceError(f"{phase}: " + divergence_message(self.spec, largest_real_eigenvalue(
-                    self.spec, x)))
-            if np.all(res <= rtol):
+            rates = self._rates(views, batch)
+            size = max(np.max(np.abs(r)) for r in rates)
+            if not np.isfinite(size) or size > BLOW_UP * start:
+                raise escape_error(self, phase, x, rates, time_tau=elapsed / tau)
+            res = self._residual(views, k, fwd.rates if relative_to_deviation else None, batch)
+            if np.any(np.isnan(res)):  # the residual overflowed
+                raise escape_error(self, phase, x, None)
+            if np.all(res <= rtol) or (watch and watch.hopeless(elapsed / tau, float(res.max()))):
                 break
-        rates = [v[0].reshape(batch, n).copy() for v, n in zip(views, self.spec.widths[1:])]
-        state = SteadyState(rates=rates, deviations=[r - yy for r, yy in zip(rates, y[1:])],
-                            converged=res <= rtol, residual=res, time=elapsed, target=target,
-                            engine=self.name, precise_deviations=False, forward=fwd)
-        return finish(state, on_failure, phase, rtol, hint=(
-            f"this engine works in absolute rates, whose rounding (~1e-16 |r|) stops residuals of layers whose "
-            f"deviation is near 1e-16 of the rates (e.g. gamma^(L-l+1) with gamma = {np.min(self.spec.gamma):g}); "
-            "use a larger gamma, a looser rtol, or the fast engine (deviation coordinates)"))
+        rates = self._rates(views, batch)
+        return SteadyState(rates=rates, deviations=[r - yy for r, yy in zip(rates, fwd.rates[1:])],
+                           converged=res <= rtol, residual=res, time=elapsed, target=target, engine=self.name,
+                           precise_deviations=False, forward=fwd if target is not None else None, tau=tau)
+
+    def _rounding_advice(self) -> str:
+        return (f", use a larger gamma (now down to {np.min(self.spec.gamma):g}: deviations ~gamma^(L-l+1) further "
+                "above the rounding of the rates), or the fast engine (deviation coordinates)")
 
     # ------------------------------------------------------------------ verbs
-    def settle_free(self, x, *, rtol: float | None = None, on_failure: str = "raise") -> SteadyState:
-        """Free phase from rest (r = 0), no nudge; its fixed point is the forward pass.
-
-        The residual is taken relative to |r_l| here (the deviation from the forward pass is the unknown).
-        """
-        x, _ = check_batch(self.spec, x)
-        fwd = self.spec.network.forward(x)
-        k = self.spec.couplings(fwd.derivatives)
-        k[-1] = np.zeros_like(k[-1])
+    def _settle_free(self, x, fwd, rtol, max_time, stop_early):
         zeros = [np.zeros((x.shape[0], n)) for n in self.spec.widths[1:]]
-        return self._settle(x, None, zeros, k, fwd.rates, "free phase", on_failure,
-                            1e-12 if rtol is None else rtol, relative_to_deviation=False)
+        state = self._settle(x, None, zeros, self.couplings(fwd, nudged=False), fwd, "free phase", rtol, max_time,
+                             stop_early, relative_to_deviation=False)
+        return state, ""
 
-    def settle_nudged(self, x, target, *, rtol: float | None = None, on_failure: str = "raise") -> SteadyState:
-        """Nudged phase, starting from the free-phase fixed point (the forward pass)."""
-        x, target = check_batch(self.spec, x, target)
-        fwd = self.spec.network.forward(x)
-        k = self.spec.couplings(fwd.derivatives)
-        return self._settle(x, target, fwd.rates[1:], k, fwd.rates, "nudged phase", on_failure,
-                            self.rtol if rtol is None else rtol, fwd=fwd)
+    def _settle_nudged(self, x, target, fwd, rtol, max_time, stop_early):
+        state = self._settle(x, target, fwd.rates[1:], self.couplings(fwd), fwd, "nudged phase", rtol, max_time,
+                             stop_early)
+        return state, ""
 
-    def settle_noisy(self, x, target, noise: float, *, duration: float = 200.0, average_from: float = 50.0,
-                     seed: int = 0) -> SteadyState:
-        """Nudged phase with white noise (Brian2's ``xi``, Euler-Maruyama); readout = time average.
-
-        Same contract as :meth:`FastEngine.settle_noisy` (times in tau); the time step is ``dt``.
-        """
+    def _settle_noisy(self, x, target, fwd, noise, duration, average_from, dt, rtol, seed):
+        """Brian2's ``xi`` (Euler-Maruyama, steps of ``dt``); the average is taken at the end of each step."""
         import brian2 as b2
 
-        x, target = check_batch(self.spec, x, target)
-        check_noise(noise, duration, average_from)
         b2.seed(seed)
-        fwd = self.spec.network.forward(x)
-        k = self.spec.couplings(fwd.derivatives)
-        network, groups, views, coupling = self._build(x, target, fwd.rates[1:], k, noise)
-        tau = self.spec.tau * b2.second
-        network.run(average_from * tau)
+        k = self.couplings(fwd)
+        circuit, views, coupling = self._build(x, target, fwd.rates[1:], k, noise, dt=dt)
+        if average_from > 0:
+            circuit.network.run(average_from * b2.second, namespace={})
         sums = [np.zeros_like(v[0]) for v in views]
         count = [0]
 
@@ -230,82 +289,64 @@ class Brian2Engine:
                 total += v[0]
             count[0] += 1
 
-        network.add(b2.NetworkOperation(accumulate, when="end", dt=self.dt * b2.second))
-        network.run((duration - average_from) * tau)
+        circuit.network.add(b2.NetworkOperation(accumulate, when="end", dt=dt * b2.second))
+        circuit.network.run((duration - average_from) * b2.second, namespace={})
         batch = x.shape[0]
         rates = [(t / count[0]).reshape(batch, n) for t, n in zip(sums, self.spec.widths[1:])]
         for v, r in zip(views, rates):
             v[0][:] = r.ravel()
         coupling()
         res = self._residual(views, k, fwd.rates, batch)
+        res = np.where(np.isnan(res), np.inf, res)  # an unstable step overflows: not converged
         return SteadyState(rates=rates, deviations=[r - y for r, y in zip(rates, fwd.rates[1:])],
-                           converged=np.ones(batch, dtype=bool), residual=res, time=float(duration), target=target,
-                           engine=self.name, precise_deviations=False, forward=fwd)
+                           converged=res <= rtol, residual=res, time=duration, target=target, engine=self.name,
+                           precise_deviations=False, forward=fwd, tau=self.spec.tau)
 
-    def simulate(self, x, target=None, *, duration: float | None = None, n_points: int = 201,
-                 start: str = "free") -> Trajectory:
-        """Record r, u and h over ``duration`` seconds (default 30 tau); see FastEngine.simulate."""
+    def _simulate(self, x, target, fwd, times, start, deviations):
+        """Samples at ``times``: the step is the largest <= ``dt`` that divides the sampling interval."""
         import brian2 as b2
 
-        x, target = check_batch(self.spec, x, target)
-        fwd = self.spec.network.forward(x)
-        k = self.spec.couplings(fwd.derivatives)
         if start == "free":
             initial = fwd.rates[1:]
-            if target is None:
-                target = fwd.rates[-1]
         elif start == "rest":
             initial = [np.zeros_like(r) for r in fwd.rates[1:]]
-            if target is None:
-                k[-1] = np.zeros_like(k[-1])
         else:
-            raise ValueError(f"start: expected 'free' or 'rest', got {start!r}")
-        duration = 30 * self.spec.tau if duration is None else float(duration)
-        network, groups, views, coupling = self._build(x, target, initial, k)
-        record_dt = max(self.dt, duration / (n_points - 1))
-        monitors = [b2.StateMonitor(g, ["r", "u", "h"], record=True, dt=record_dt * b2.second) for g in groups]
-        network.add(*monitors)
-        network.run(duration * b2.second)
+            initial = [y + d for y, d in zip(fwd.rates[1:], deviations)]
+        interval = times[1] - times[0]
+        per_sample = max(1, int(np.ceil(interval / self.dt - 1e-9)))
+        dt = interval / per_sample
+        circuit, views, _ = self._build(x, target, initial, self.couplings(fwd, nudged=target is not None), dt=dt)
         batch = x.shape[0]
+        samples, counter = [], [0]
 
-        def recorded(var):  # (neurons, T) per layer -> (T, batch, n)
-            return [np.asarray(getattr(m, var + "_")).T.reshape(-1, batch, n)
-                    for m, n in zip(monitors, self.spec.widths[1:])]
+        def record():  # at the start of a step: the state at the step's time
+            if counter[0] % per_sample == 0:
+                samples.append(self._rates(views, batch))
+            counter[0] += 1
 
-        rates, somatic, basal = recorded("r"), recorded("u"), recorded("h")
-        dev = [r - y[None] for r, y in zip(rates, fwd.rates[1:])]
-        return Trajectory(np.asarray(monitors[0].t_), rates, dev, somatic, basal, engine=self.name)
+        circuit.network.add(b2.NetworkOperation(record, when="start", dt=dt * b2.second, name="recorder*"))
+        circuit.network.run((len(times) - 1) * per_sample * dt * b2.second, namespace={})
+        samples.append(self._rates(views, batch))  # the state at t = duration
+        rates = [np.stack([s[i] for s in samples]) for i in range(self.spec.depth)]
+        return rates, [r - y[None] for r, y in zip(rates, fwd.rates[1:])]
 
-    def plasticity(self, state: SteadyState, x) -> tuple[list, list]:
-        """The local rule (see circuit.plasticity) from absolute rates and potentials."""
-        x, _ = check_batch(self.spec, x)
-        spec, net, act = self.spec, self.spec.network, self.spec.network.activation
-        if np.any(spec.gamma <= 0):
-            raise ValueError(f"gamma: the local rule divides by the couplings, expected gamma > 0, "
-                             f"got {spec.gamma.tolist()}")
-        fwd = state.forward_for(x)
-        scales = layer_scales(spec.gamma)
+    def _scaled_errors(self, state, x, fwd):
+        """From absolute rates and potentials: "gait" ``S_l (u_l - h_l)``, "itp" ``S_l f'(h0_l) (r_l - phi_l)``."""
+        net, act = self.spec.network, self.spec.network.activation
         presynaptic = [x] + state.rates[:-1]
         errors = []
         for i, (w, b) in enumerate(zip(net.weights, net.biases)):
             h = presynaptic[i][:, : w.shape[0]] @ w.T + b
             r = state.rates[i]
-            e = act.inverse(r) - h if spec.mode == "gait" else fwd.derivatives[i] * (r - act.f(h))
-            errors.append(scales[i] * e)
-        return updates_from_errors(spec, errors, presynaptic)
-
-    def drift(self, x, rates, target=None):
-        raise NotImplementedError("brian2 engine: drift (the vector field at given rates) is offered by the fast "
-                                  "engine only; use circuit.make_engine(spec, 'fast').drift")
-
-    def stability(self, x, state: SteadyState | None = None) -> np.ndarray:
-        x, _ = check_batch(self.spec, x)
-        return largest_real_eigenvalue(self.spec, x, None if state is None else state.rates)
+            e = act.inverse(r) - h if self.spec.mode == "gait" else fwd.derivatives[i] * (r - act.f(h))
+            errors.append(self.scales[i] * e)
+        return errors
 
 
-def summed_synapses_network(spec: CircuitSpec, x, target, dt: float | None = None):
+def summed_synapses_network(spec: CircuitSpec, x, target, dt=None):
     """The plain Brian2 formulation for one sample: dense ``(summed)`` Synapses for both couplings.
 
+    ``dt``: the time step in seconds or a Brian2 quantity (default tau / 10).
     Returns a ``brian2.Network``; used by the benchmark for contrast only.  Forward and
     feedback currents go to separate variables (Brian2 forbids two ``(summed)``
     variables targeting one).
@@ -317,7 +358,7 @@ def summed_synapses_network(spec: CircuitSpec, x, target, dt: float | None = Non
     x = np.asarray(x, dtype=float).reshape(1, -1)
     fwd = net.forward(x)
     k = spec.couplings(fwd.derivatives)
-    dt = (spec.tau / 10 if dt is None else dt) * b2.second
+    dt = (spec.tau / 10 if dt is None else to_seconds(dt, "dt")) * b2.second
     ns = {"tau": spec.tau * b2.second}
     source = b2.NeuronGroup(spec.widths[0], "r : 1\nu = r : 1\nb : 1", dt=dt, name="input*")
     source.r = x[0]

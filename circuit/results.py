@@ -1,4 +1,4 @@
-"""What engines return: plain numpy arrays in small dataclasses."""
+"""What engines return: plain numpy arrays in small dataclasses; times in seconds."""
 
 from __future__ import annotations
 
@@ -6,9 +6,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from models.validation import check_choice
+
 from .spec import ConvergenceError
 
-__all__ = ["SteadyState", "Trajectory", "divergence_message", "finish"]
+__all__ = ["SteadyState", "Trajectory", "require_convergence"]
 
 
 @dataclass
@@ -24,15 +26,23 @@ class SteadyState:
         precision for engines that work in deviation coordinates ("fast"); formed as
         a difference of absolute rates otherwise ("brian2").
     converged : ndarray of bool, shape (batch,)
+        True where ``residual`` is at most the settle's tolerance (never above it).
     residual : ndarray of shape (batch,)
         max over layers of |tau dr_l/dt| / |r_l - y_l| (per sample): the relative
         residual of the steady-state equations.
     time : float
-        Simulated settle time in units of tau (NaN for pure fixed-point solvers).
+        Simulated settle time in seconds (NaN for pure fixed-point solvers).
     target : ndarray or None
         The output target the state was nudged toward (None: free phase).
     precise_deviations : bool
         Whether ``deviations`` were computed without cancellation.
+    engine : str
+    scaled : list of ndarray or None
+        Engine-internal scaled deviations ``S_l (r_l - y_l)`` (fast engine).
+    forward : models.ForwardPass or None
+        The free phase the state was nudged from, reused by ``plasticity``.
+    tau : float
+        The circuit's time constant in seconds (for :attr:`time_in_tau`).
     """
 
     rates: list
@@ -43,13 +53,20 @@ class SteadyState:
     target: np.ndarray | None = None
     precise_deviations: bool = True
     engine: str = ""
-    scaled: list | None = None  # engine-internal scaled deviations (fast engine)
-    forward: object = None      # the free phase it was nudged from (models.ForwardPass), reused by plasticity
+    scaled: list | None = None
+    forward: object = None
+    tau: float = float("nan")
+
+    @property
+    def time_in_tau(self) -> float:
+        """The settle time in units of the time constant tau."""
+        return self.time / self.tau
 
     def forward_for(self, x):
         """The stored free phase, after checking that ``x`` is the input the state was settled for."""
         if self.forward is None:
-            raise ValueError("state: expected a nudged steady state (settle_nudged or settle_noisy)")
+            raise ValueError("state: expected a nudged steady state (settle_nudged, settle_noisy or settle_rounded), "
+                             "got a free-phase state")
         if not np.array_equal(self.forward.rates[0], x):
             raise ValueError("x: expected the input batch this state was settled for; settle again for a new batch")
         return self.forward
@@ -59,8 +76,18 @@ class SteadyState:
 class Trajectory:
     """Recorded dynamics: time first, then batch.
 
-    ``times`` has shape (T,) in seconds; ``rates``, ``deviations``, ``somatic`` (u_l)
-    and ``basal`` (h_l) are lists over layers 1..L of arrays of shape (T, batch, n_l).
+    Attributes
+    ----------
+    times : ndarray of shape (T,)
+        Seconds since the start of the simulation: ``linspace(0, duration, n_points)``, the
+        times of the recorded states (both engines).
+    rates, deviations, somatic, basal : list of ndarray, [i] of shape (T, batch, n_{i+1})
+        r_l, r_l - y_l, u_l = f^-1(r_l) and h_l = W_l r_{l-1} + b_l at those times.
+    engine : str
+    tau : float
+        The circuit's time constant in seconds.
+    forward : models.ForwardPass or None
+        The forward pass of the input (lets ``simulate(initial=trajectory)`` continue precisely).
     """
 
     times: np.ndarray
@@ -69,24 +96,31 @@ class Trajectory:
     somatic: list
     basal: list
     engine: str = ""
+    tau: float = float("nan")
+    forward: object = None
+
+    @property
+    def times_in_tau(self) -> np.ndarray:
+        """``times`` in units of the time constant tau."""
+        return self.times / self.tau
 
 
-def divergence_message(spec, lam) -> str:
-    """The advice attached to a DivergenceError: the eigenvalue and a smaller coupling."""
-    return (f"the linearised circuit is unstable: largest real eigenvalue {np.max(lam):+.3g}/tau "
-            f"(needs < 0) with gamma = {spec.gamma.tolist()} in {spec.mode!r} mode; use a smaller coupling "
-            "gamma, or 'gait' mode (k = gamma f'^2 tames the 1/f' gain of the inverse)")
+def require_convergence(state: SteadyState, on_failure: str, phase: str, rtol: float,
+                        advice: str = "") -> SteadyState:
+    """Check that every sample of ``state`` converged: return it, or raise ConvergenceError.
 
-
-def finish(state: SteadyState, on_failure: str, phase: str, tol: float,
-           hint: str = "raise max_sweeps, loosen the tolerance") -> SteadyState:
-    """Return ``state``, or raise ConvergenceError naming the unconverged samples (on_failure="raise")."""
-    if on_failure not in ("raise", "mask"):
-        raise ValueError(f"on_failure: expected 'raise' or 'mask', got {on_failure!r}")
+    ``on_failure="mask"`` returns the state whatever it holds (``state.converged`` tells which
+    samples settled); ``"raise"`` raises :class:`ConvergenceError` naming the unconverged samples,
+    their residuals and ``advice``.
+    """
+    check_choice("on_failure", on_failure, ("raise", "mask"))
     if on_failure == "raise" and not np.all(state.converged):
         bad = np.flatnonzero(~state.converged)
+        some = int(np.sum(state.converged))
         raise ConvergenceError(
-            f"{phase}: {bad.size} of {state.converged.size} samples did not converge to relative residual "
-            f"{tol:g} (worst {np.max(state.residual):.2e}, samples {bad[:10].tolist()}); {hint}, "
-            "or pass on_failure='mask' to get the converged mask", state.residual)
+            f"{phase}: {bad.size} of {state.converged.size} samples did not settle to relative residual "
+            f"{rtol:g} (worst {np.max(state.residual):.2e}, samples {bad[:10].tolist()})"
+            + (f"; {advice}" if advice else "")
+            + (f"; or pass on_failure='mask' to keep the {some} converged samples" if some else ""),
+            state.residual)
     return state

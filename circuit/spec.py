@@ -17,12 +17,14 @@ and obeys ::
 with per-unit couplings ``k_l = gamma_l * kappa_l``: ``kappa = 1`` ("itp" mode) or
 ``kappa = f'(h_l)^2`` of the free-phase state, held ("gait" mode); ``kappa = 0`` on
 auxiliary units and on output units without a task target.  See docs/derivation.md.
-This module imports neither brian2 nor scipy.
+Durations are in seconds (a float, or a Brian2 quantity such as ``10*ms``; see
+:mod:`circuit.units`).  This module imports neither brian2 nor scipy.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +33,9 @@ import numpy as np
 import models
 from models.errors import CircuitError, ConvergenceError, DataFormatError, DivergenceError, ValidationError
 from models.network import Description, activation_arguments, layer_table
-from models.validation import check_array, check_gamma
+from models.validation import check_gamma
+
+from .units import to_seconds
 
 __all__ = ["MODES", "SCHEDULES", "CircuitSpec", "CircuitError", "DivergenceError", "ConvergenceError", "build_circuit",
            "coupling_schedule", "save_spec", "load_spec"]
@@ -51,7 +55,7 @@ class CircuitSpec:
         Coupling strength gamma_l of layer l = 1..L, each in (0, 1).
     mode : {"gait", "itp"}
     tau : float
-        Membrane time constant in seconds.
+        Membrane time constant in seconds (build_circuit also takes a Brian2 quantity, ``10*ms``).
     """
 
     network: models.Network
@@ -77,21 +81,24 @@ class CircuitSpec:
             mask[: self.widths[layer + 1]] = True
         return mask
 
-    def relative_couplings(self, derivatives: list) -> list:
+    def relative_couplings(self, derivatives: list, nudged: bool = True) -> list:
         """``kappa_l = k_l / gamma_l`` per sample and unit: [i] of shape (batch, n_{i+1}).
 
-        ``derivatives`` are the free-phase ``f'(h_l)`` (used in "gait" mode).
+        ``derivatives`` are the free-phase ``f'(h_l)`` (used in "gait" mode).  ``nudged=False``
+        (the free phase): no nudge at the output, kappa_L = 0.
         """
         out = []
         for i, a in enumerate(derivatives):
             mask = self.feedback_mask(i + 1)
             kappa = a**2 if self.mode == "gait" else np.ones_like(a)
             out.append(np.where(mask, kappa, 0.0))
+        if not nudged:
+            out[-1] = np.zeros_like(out[-1])
         return out
 
-    def couplings(self, derivatives: list) -> list:
+    def couplings(self, derivatives: list, nudged: bool = True) -> list:
         """Per-unit couplings ``k_l = gamma_l kappa_l``: [i] of shape (batch, n_{i+1})."""
-        return [g * kappa for g, kappa in zip(self.gamma, self.relative_couplings(derivatives))]
+        return [g * kappa for g, kappa in zip(self.gamma, self.relative_couplings(derivatives, nudged))]
 
     # ------------------------------------------------------------ description
 
@@ -132,10 +139,12 @@ class CircuitSpec:
         return Description("\n".join(lines))
 
 
-def build_circuit(network: models.Network, gamma=1e-3, mode: str = "gait", tau: float = 0.01) -> CircuitSpec:
+def build_circuit(network: models.Network, gamma=1e-3, mode: str = "gait", tau=0.01) -> CircuitSpec:
     """Validate and build a :class:`CircuitSpec` from a network and coupling settings.
 
     ``gamma`` is one coupling for every layer or a sequence of L per-layer values in (0, 1).
+    ``tau`` is the membrane time constant in seconds, or a Brian2 quantity (``10*ms``); a tau
+    above 1 s draws a UserWarning (``tau=10`` is ten seconds, not ten milliseconds).
     """
     if not isinstance(network, models.Network):
         raise TypeError(f"network: expected a models.Network, got {type(network).__name__}; "
@@ -144,27 +153,11 @@ def build_circuit(network: models.Network, gamma=1e-3, mode: str = "gait", tau: 
         raise ValueError(f"mode: expected one of {MODES}, got {mode!r}")
     L = network.depth
     g = check_gamma(gamma, L)
-    tau = float(tau)
-    if not (np.isfinite(tau) and tau > 0):
-        raise ValueError(f"tau: expected a positive time constant in seconds, got {tau!r}")
+    tau = to_seconds(tau, "tau")
+    if tau > 1.0:
+        warnings.warn(f"tau: {tau:g} s is longer than one second; durations are in seconds (tau=10 is ten "
+                      "seconds): for 10 ms pass tau=0.01 or tau=10*brian2.ms", UserWarning, stacklevel=2)
     return CircuitSpec(network, g, mode, tau)
-
-
-def check_noise(noise: float, duration: float, average_from: float) -> None:
-    """Validate the settings of a noisy settle (times in tau)."""
-    if not (np.isfinite(noise) and noise >= 0):
-        raise ValueError(f"noise: expected a non-negative strength, got {noise!r}")
-    if not 0 <= average_from < duration:
-        raise ValueError(f"average_from: expected 0 <= average_from < duration, got {average_from}, {duration}")
-
-
-def check_batch(spec: CircuitSpec, x, target=None):
-    """Validate an input batch and (optionally) a full output target for ``spec``."""
-    x = spec.network.check_input(x)
-    if target is not None:
-        target = check_array("target", target, (x.shape[0], spec.widths[-1]),
-                             hint=f"pass the full output target of all {spec.widths[-1]} output units")
-    return x, target
 
 
 def coupling_schedule(kind: str, gamma: float, depth: int, strong: float = 0.9, ratio: float = 4.0) -> np.ndarray:

@@ -32,8 +32,7 @@ def jacobian_blocks(spec, x, rates=None):
     net = spec.network
     act = net.activation
     free = net.forward(x)
-    kappa = spec.relative_couplings(free.derivatives)
-    k = [g * kp for g, kp in zip(spec.gamma, kappa)]
+    k = spec.couplings(free.derivatives)
     r = [x] + (list(rates) if rates is not None else free.rates[1:])
     fwd, fb = [], []
     for i, (w, b) in enumerate(zip(net.weights, net.biases)):

@@ -34,6 +34,9 @@ def add_arguments(parser):
     parser.add_argument("--width", type=int, default=784)
     parser.add_argument("--hidden", type=int, default=4)
     parser.add_argument("--batch", type=int, default=60)
+    parser.add_argument("--engine-threads", action="store_true",
+                        help="only time the fast circuit engine as a script uses it (BLAS at its start-up threads), "
+                             "without and with its one-BLAS-thread limit for small layers")
 
 
 def _median_seconds(fn, repeats: int) -> float:
@@ -117,7 +120,57 @@ class NumpySolve:
         return np.linalg.solve(w, u.T).T
 
 
+def bench_engine_threads(quick: bool) -> list:
+    """Seconds of an 8-tau simulate and a nudged settle of the fast engine, BLAS left at its start-up threads
+    (``single_blas_thread_below = 0``, as before the limit) against the engine's own limit (one BLAS thread
+    below :data:`circuit.engine.SINGLE_BLAS_THREAD_BELOW`); 4 layers, batch 8, gamma 1e-3, GAIT mode."""
+    from threadpoolctl import threadpool_info
+
+    import circuit
+    from circuit.engine import SINGLE_BLAS_THREAD_BELOW
+
+    threads = max(i["num_threads"] for i in threadpool_info() if i.get("user_api") == "blas")
+    rows = []
+    for width in (20,) if quick else (20, 100, 400):
+        net = models.init_network([width] * 5, "orthogonal", seed=0, n_out=min(10, width))
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((8, width))
+        target = net.forward(x).rates[-1] + 0.1 * rng.standard_normal((8, width))
+        engine = circuit.FastEngine(circuit.build_circuit(net, 1e-3, "gait"))
+        row = {"width": width, "blas_threads_at_start": threads}
+        for label, limit in (("unlimited", 0), ("engine_limit", SINGLE_BLAS_THREAD_BELOW)):
+            engine.single_blas_thread_below = limit
+            for verb, seconds in _time_engine(engine, x, target, 1 if quick else 3).items():
+                row[f"{verb}_{label}"] = seconds
+        print(f"fast engine {width} wide, BLAS started with {threads} thread(s): 8-tau simulate "
+              f"{row['simulate_8tau_s_unlimited']:.3g} s -> {row['simulate_8tau_s_engine_limit']:.3g} s, nudged settle "
+              f"{row['settle_nudged_s_unlimited'] * 1e3:.3g} ms -> {row['settle_nudged_s_engine_limit'] * 1e3:.3g} ms "
+              "(BLAS left alone -> one BLAS thread inside the engine)")
+        rows.append(row)
+    return rows
+
+
+def _time_engine(engine, x, target, runs: int) -> dict:
+    """Median seconds of an 8-tau simulate and of a nudged settle, after one warm-up call each."""
+    calls = {"simulate_8tau_s": lambda: engine.simulate(x, target, duration=8 * engine.spec.tau),
+             "settle_nudged_s": lambda: engine.settle_nudged(x, target)}
+    out = {}
+    for verb, call in calls.items():
+        call()
+        times = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            call()
+            times.append(time.perf_counter() - t0)
+        out[verb] = float(np.median(times))
+    return out
+
+
 def run(args, out):
+    if args.engine_threads:
+        rows = bench_engine_threads(args.quick)
+        write_summary(out, "bench", vars(args), engine_threads=rows)
+        return
     data = load_embedded()
     widths = [784] + [args.width] * (args.hidden + 1)
     steps = 4 if args.quick else args.steps
@@ -210,7 +263,7 @@ def bench_circuit(args, data, widths, gait_step_ms):
           f"= {fast_ms / gait_step_ms:.1f}x the discrete GAIT step")
     # Brian2: a fixed 30 tau of simulated time (dt = tau/10): what a settle at moderate gamma takes.
     duration_tau = 30.0
-    brian = circuit.make_engine(spec, "brian2", target="numpy")
+    brian = circuit.make_engine(spec, "brian2", codegen="numpy")
     with blas_threads(DEFAULT_BLAS_THREADS):
         t0 = time.perf_counter()
         brian.simulate(x, target, duration=duration_tau * spec.tau, n_points=2)

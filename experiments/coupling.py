@@ -84,8 +84,9 @@ def measure_point(point: dict) -> dict:
     elif point.get("noise", 0.0) > 0:
         # average after the transient: ~10 time constants of the slowest mode at the steady state
         start = min(max(50.0, 10.0 / max(-lam, 1e-3)), 2000.0)
-        state = engine.settle_noisy(x, target, point["noise"], duration=start + 150.0, average_from=start,
-                                    seed=seed)
+        tau = spec.tau
+        state = engine.settle_noisy(x, target, point["noise"], duration=(start + 150.0) * tau, average_from=start * tau,
+                                    seed=seed, on_failure="mask")
     dW, _ = engine.plasticity(state, x)
     reference = models.compute_targets(net, fwd, target, point["mode"], gammas)
     ref, _ = models.target_updates(net, reference)
@@ -109,7 +110,7 @@ def settle_time(engine, x, target, state, lam: float, tol: float = 1e-3) -> floa
         return 0.0
     if bad[-1] == len(ok) - 1:
         return float("inf")
-    return float(traj.times[bad[-1] + 1] / engine.spec.tau)
+    return float(traj.times_in_tau[bad[-1] + 1])
 
 
 def run(args, out):

@@ -71,7 +71,7 @@ def run(args, out):
                 "engine": name, "layer": row["layer"], "rel_error_target": row["rel_error_target"],
                 "rel_error_update_vs_gait": row["rel_error_update"], "cosine_circuit_bp": row["cosine_bp"],
                 "cosine_gait_bp": cosine(ref_dW[layer], bp[layer]),
-                "settle_time_tau": state.time, "max_residual": float(np.max(state.residual)),
+                "settle_time_tau": state.time_in_tau, "max_residual": float(np.max(state.residual)),
             })
         progress.step(f"{name}: settled, residual {np.max(state.residual):.1e}")
     print("\nBrian2 equations of every layer (generated from the specification; tau = "

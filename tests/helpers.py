@@ -44,3 +44,28 @@ def literal_alg1(net, x, target, rule, gamma):
         dW.append(e.T @ y[layer - 1][:, :n] / x.shape[0])
         db.append(e.mean(axis=0))
     return dW, db
+
+
+def linear_circuit_system(net, spec, x, target):
+    """A linear circuit's deviation dynamics, tau dd/dt = (M - I) d + n, per sample: [(M, n)] over the batch.
+
+    With f = identity, d = r - y stacked over layers 1..L: M holds the forward blocks
+    (1 - k_l) W_l below the diagonal and the feedback blocks k_l W_{l+1}^-1 above it; n is
+    the output's nudge k_L (t - y_L).  Layers must have one width.
+    """
+    fwd = net.forward(x)
+    k = spec.couplings(fwd.derivatives)
+    n, L = net.widths[1], net.depth
+    out = []
+    for s in range(x.shape[0]):
+        M = np.zeros((n * L, n * L))
+        drive = np.zeros(n * L)
+        for i in range(L):
+            rows = slice(i * n, (i + 1) * n)
+            if i > 0:
+                M[rows, (i - 1) * n: i * n] = (1 - k[i][s])[:, None] * net.weights[i]
+            if i < L - 1:
+                M[rows, (i + 1) * n: (i + 2) * n] = k[i][s][:, None] * np.linalg.inv(net.weights[i + 1])
+        drive[(L - 1) * n:] = k[L - 1][s] * (target[s] - fwd.rates[L][s])
+        out.append((M, drive))
+    return out

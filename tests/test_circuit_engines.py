@@ -10,8 +10,8 @@ from tests.helpers import random_batch, relative_error
 
 ENGINES = [
     pytest.param(("fast", {}), id="fast"),
-    pytest.param(("brian2", {"target": "numpy"}), id="brian2-numpy"),
-    pytest.param(("brian2", {"target": "cython"}), id="brian2-cython", marks=pytest.mark.slow),
+    pytest.param(("brian2", {"codegen": "numpy"}), id="brian2-numpy"),
+    pytest.param(("brian2", {"codegen": "cython"}), id="brian2-cython", marks=pytest.mark.slow),
 ]
 
 

@@ -9,7 +9,7 @@ import models
 from analysis.metrics import loglog_slope
 from circuit.stability import largest_real_eigenvalue
 from tests import tolerances as tol
-from tests.helpers import random_batch, relative_error
+from tests.helpers import linear_circuit_system, random_batch, relative_error
 
 
 def circuit_updates(net, x, target, gamma, mode="gait", engine="fast"):
@@ -73,19 +73,8 @@ def test_linear_circuit_matches_analytic_fixed_point(mode):
     gamma = 0.05
     spec = circuit.build_circuit(net, gamma, mode)
     state = circuit.FastEngine(spec).settle_nudged(x, target)
-    y = net.forward(x).rates
-    k = spec.couplings(net.forward(x).derivatives)
     n, L = 7, net.depth
-    for s in range(2):
-        M = np.zeros((n * L, n * L))
-        rhs = np.zeros(n * L)
-        for i in range(L):
-            blk = slice(i * n, (i + 1) * n)
-            if i > 0:
-                M[blk, (i - 1) * n: i * n] = (1 - k[i][s])[:, None] * net.weights[i]
-            if i < L - 1:
-                M[blk, (i + 1) * n: (i + 2) * n] = k[i][s][:, None] * np.linalg.inv(net.weights[i + 1])
-        rhs[(L - 1) * n:] = k[L - 1][s] * (target[s] - y[L][s])
+    for s, (M, rhs) in enumerate(linear_circuit_system(net, spec, x, target)):
         d = np.linalg.solve(np.eye(n * L) - M, rhs)
         for i in range(L):
             assert relative_error(state.deviations[i][s], d[i * n: (i + 1) * n]) <= tol.LINEAR_FIXED_POINT_RTOL
@@ -130,14 +119,17 @@ def test_brian2_and_fast_engines_agree(mode):
 def test_noisy_settle_averages_to_the_steady_state_and_noise_error_scales_like_sigma():
     net = models.init_network([10] * 4, "orthogonal", seed=12, n_out=4)
     x, target = random_batch(net, batch=3, seed=13)
-    engine = circuit.FastEngine(circuit.build_circuit(net, 1e-1, "gait"))
+    spec = circuit.build_circuit(net, 1e-1, "gait")
+    engine = circuit.FastEngine(spec)
+    tau = spec.tau
     exact = engine.settle_nudged(x, target)
-    quiet = engine.settle_noisy(x, target, 0.0, duration=60, average_from=40, dt=0.05)
+    quiet = engine.settle_noisy(x, target, 0.0, duration=60 * tau, average_from=40 * tau, dt=0.05 * tau)
     # noiseless Euler-Maruyama is Euler; after 40 tau the transient is gone: same fixed point
     assert max(relative_error(a, b) for a, b in zip(quiet.deviations, exact.deviations)) < 1e-6
     errors = []
     for sigma in (1e-5, 1e-4):
-        noisy = engine.settle_noisy(x, target, sigma, duration=240, average_from=40, dt=0.05, seed=1)
+        noisy = engine.settle_noisy(x, target, sigma, duration=240 * tau, average_from=40 * tau, dt=0.05 * tau,
+                                    seed=1, on_failure="mask")
         errors.append(relative_error(noisy.deviations[-1], exact.deviations[-1]))
     assert 5 < errors[1] / errors[0] < 20  # linear dynamics: the averaged noise is proportional to sigma
 
@@ -148,9 +140,11 @@ def test_brian2_noise_matches_the_fast_engine_statistically():
     x, target = random_batch(net, batch=3, seed=13)
     spec = circuit.build_circuit(net, 1e-1, "gait")
     exact = circuit.FastEngine(spec).settle_nudged(x, target)
-    fast = circuit.FastEngine(spec).settle_noisy(x, target, 1e-4, duration=120, average_from=20, seed=2)
-    brian = circuit.make_engine(spec, "brian2", dt=0.05 * spec.tau).settle_noisy(
-        x, target, 1e-4, duration=120, average_from=20, seed=2)
+    tau = spec.tau
+    fast = circuit.FastEngine(spec).settle_noisy(x, target, 1e-4, duration=120 * tau, average_from=20 * tau, seed=2,
+                                                 on_failure="mask")
+    brian = circuit.make_engine(spec, "brian2", dt=0.05 * tau).settle_noisy(
+        x, target, 1e-4, duration=120 * tau, average_from=20 * tau, seed=2, on_failure="mask")
     e_fast = relative_error(fast.deviations[-1], exact.deviations[-1])
     e_brian = relative_error(brian.deviations[-1], exact.deviations[-1])
     assert 0.2 < e_brian / e_fast < 5, (e_fast, e_brian)

@@ -78,6 +78,33 @@ TRAJECTORY_END_RTOL = 1e-6
 #: most (measured: 0.5-3).  100 ulps of the largest rate bounds the deviation's absolute error.
 ROUNDED_ULPS = 100
 
+# ---------------------------------------------------------------- engine contract
+
+#: Circuit update vs the discrete rule of the same mode, any engine, at gamma = 1e-2: the
+#: forward leak gives a relative error ~(L - l) gamma in hidden layer l and O(gamma^2) at the
+#: output (docs/derivation.md, section 3; measured constants 0.9-1.0 with orthogonal weights).
+#: Bound: UPDATE_ERROR_PER_GAMMA * max(L - l, 1) * gamma per layer.
+UPDATE_ERROR_PER_GAMMA = 1.5
+
+#: Fast engine's trajectory against the matrix exponential of a linear circuit: RK45 at
+#: rtol 1e-9, atol 1e-12 per step; over 5 tau the global error is a few 1e-10 of the
+#: deviations (measured 1e-10): 1e-7 leaves a margin of ~1000.
+LINEAR_TRANSIENT_RTOL = 1e-7
+
+#: Brian2's exponential Euler holds the drives over a step, so a transient lags by up to one
+#: step: its error is first order, ~C dt/tau of the deviations (measured C = 0.067 for the linear
+#: 3-layer test circuit at gamma 0.3).  Bound: BRIAN2_TRANSIENT_ERROR_PER_STEP * dt/tau.
+BRIAN2_TRANSIENT_ERROR_PER_STEP = 0.2
+
+#: First order in dt: halving dt halves the error, up to the O(dt^2) term, ~dt/tau = 10% of it at
+#: dt = tau/10 (measured ratios 2.007 and 2.004).
+EULER_HALVING_RATIO = (1.8, 2.2)
+
+#: simulate(2T) against simulate(T) continued for T from its last state: the fast engine
+#: restarts RK45 (rtol 1e-9) at T, so the two differ by its global error, ~1e-9 of the deviations;
+#: Brian2 repeats the same steps (the state is r alone), identical up to rounding.
+CONTINUATION_RTOL = 1e-7
+
 # ---------------------------------------------------------------- feedback weights (models.feedback)
 
 #: Absolute minus difference form against its leading term S_l rho_l alone (linear network): the next term
