@@ -4,9 +4,12 @@
 >>> engine = make_engine(spec, "fast")           # or "brian2"
 >>> state = engine.settle_nudged(x, target)
 >>> dW, db = engine.plasticity(state, x)
+>>> result = train(TrainConfig(widths=[49, 49, 49, 10], engine="circuit"), data)  # learning by the circuit
 """
 
+from . import learning
 from .fast import FastEngine
+from .learning import CircuitUpdate, train
 from .results import SteadyState, Trajectory
 from .spec import (
     MODES,
@@ -37,3 +40,4 @@ def make_engine(spec: CircuitSpec, engine: str = "fast", **options):
 __all__ = ["ENGINES", "MODES", "SCHEDULES", "CircuitError", "CircuitSpec", "ConvergenceError", "DivergenceError",
            "FastEngine", "SteadyState", "Trajectory", "build_circuit", "coupling_schedule", "largest_real_eigenvalue",
            "make_engine"]
+__all__ += ["CircuitUpdate", "learning", "train"]  # learning by the circuit (circuit/learning.py)
