@@ -683,6 +683,19 @@ def train(config: TrainConfig, data: TrainingData, out=None, *, resume: bool = F
         Show a progress bar with ETA (tqdm) and one line per epoch on stderr.
     label : str
         Prefix of the progress display.
+
+    Returns
+    -------
+    TrainResult
+        The trained network and optimiser, the per-epoch rows and their summary.
+
+    Raises
+    ------
+    ValidationError
+        A bad setting or data that do not fit the configuration (before anything is created).
+    RunExistsError, RunDirBusyError, CheckpointError
+        ``out`` holds a run (neither resume nor overwrite), is being written by another
+        process, or its checkpoint is damaged or belongs to another configuration or data.
     """
     if config.engine == "circuit" and update is None:
         raise ValidationError("engine: 'circuit' takes its updates from the circuit; train it with "

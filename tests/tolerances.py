@@ -77,3 +77,18 @@ TRAJECTORY_END_RTOL = 1e-6
 #: 4 units of rounding: the steady state is off by a few tens of ulps of the rates at
 #: most (measured: 0.5-3).  100 ulps of the largest rate bounds the deviation's absolute error.
 ROUNDED_ULPS = 100
+
+# ---------------------------------------------------------------- training
+
+#: Test accuracy after one epoch trained by the circuit against discrete GAIT at gamma 1e-4: their
+#: updates differ by O(gamma) (relative ~1e-4), which can flip the prediction of a few borderline
+#: samples among the 200 test images (0.005 each): 0.02 allows four.
+CIRCUIT_TRAINING_ACCURACY = 0.02
+
+#: A circuit update with noise 1e-9 against the exact one: the noise averaged over 100 tau is
+#: ~1e-10 on deviations of ~gamma^3 = 1e-3 (gamma 0.1), ~1e-7 relative; 1e-4 leaves a margin of 1e3.
+NOISY_UPDATE_RTOL = 1e-4
+
+#: The state a settle reaches at the end of its time budget (2000 tau) against the settled one: the
+#: slowest mode has decayed to rounding long before, so the updates agree to ~1e-12; 1e-9 for margin.
+UNSETTLED_UPDATE_RTOL = 1e-9
