@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 import models
-from analysis.plots import use_agg
+from analysis.plots import learning_curves, new_figure, save_figure
 from models.training import evaluate, train_epoch
 
 from .common import DEFAULT_BLAS_THREADS, blas_start_threads, blas_threads, write_summary
@@ -370,17 +370,10 @@ def summarise(cfg, history, times, out) -> dict:
 
 
 def plot_curves(history, out, cfg):
-    plt = use_agg()
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
-    for ax, metric in zip(axes, ("loss", "accuracy")):
-        for split in ("train", "test", "train_running"):
-            pts = [(r["epoch"], r["value"]) for r in history if r["split"] == split and r["metric"] == metric]
-            if pts:
-                ax.plot(*zip(*pts), marker="o", ms=3, label=split, ls=":" if split == "train_running" else "-")
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(metric)
-        ax.legend(fontsize=8)
-    fig.suptitle(f"{cfg.rule.upper()} on {cfg.dataset}, widths {cfg.widths}", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(out / "learning_curves.png", dpi=100)
-    plt.close(fig)
+    """learning_curves.png: loss and accuracy against epoch (test set, training subset, running mean)."""
+    fig, axes = new_figure(1, 2, figsize=(9.5, 3.6))
+    learning_curves(axes[0], history, rule=cfg.rule, loss=cfg.loss)
+    engine = " by the circuit" if cfg.engine == "circuit" else ""
+    fig.suptitle(f"{cfg.rule.upper()}{engine} on {cfg.dataset}, widths {'-'.join(map(str, cfg.widths))}", fontsize=10)
+    save_figure(fig, Path(out) / "learning_curves.png")
+    return fig
