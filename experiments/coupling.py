@@ -220,7 +220,7 @@ def plot(rows, depths, out):
         ax.set_xlabel(r"output coupling $\gamma$")
     fig.suptitle(f"Coupling schedules, L = {L}: the deepest layer's update (fast engine, no noise)")
     fig.legend(handles=legend_handles(rules=circuit.MODES, schedules=circuit.SCHEDULES, rule_suffix=" coupling"),
-               loc="outside right upper", fontsize=8)
+               loc="outside lower center", ncols=5, fontsize=8)
     save_figure(fig, out / "coupling.png")
     return fig
 
@@ -291,7 +291,7 @@ def plot_noise(rows, best, depths, noises, out):
         ax.set_title(f"L = {depth}: the best coupling against the noise", fontsize=10)
     fig.suptitle("Bias at large gamma, noise at small gamma: the best coupling grows with the noise and the depth")
     fig.legend(handles=legend_handles(rules=circuit.MODES, schedules=circuit.SCHEDULES, rule_suffix=" coupling"),
-               loc="outside right upper", fontsize=8)
+               loc="outside lower center", ncols=5, fontsize=8)
     save_figure(fig, out / "coupling_noise.png")
     return fig
 
@@ -364,6 +364,6 @@ def plot_stability(rows, map_points, depths, out):
                             ms=8, mew=1.5),
                 patch_handle("map: diverged", color="0.3"),
                 line_handle("map: not settled in the time limit", ls="none", marker=".", color="k")]
-    fig.legend(handles=handles, loc="outside right upper", fontsize=8)
+    fig.legend(handles=handles, loc="outside lower center", ncols=3, fontsize=8)
     save_figure(fig, out / "coupling_stability.png")
     return fig
