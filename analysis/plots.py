@@ -20,6 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
@@ -103,8 +104,10 @@ def patch_handle(label: str, **style) -> Patch:
     return Patch(label=label, **style)
 
 
-def new_figure(nrows: int = 1, ncols: int = 1, figsize=None, **subplot_kw):
+def new_figure(nrows: int = 1, ncols: int = 1, figsize=None, **subplot_kw) -> tuple[Figure, np.ndarray]:
     """A ``Figure`` (constrained layout: labels, titles and outside legends are never clipped) and its axes.
+
+    Needs no pyplot and no backend; ``subplot_kw`` go to ``Figure.subplots`` (e.g. ``sharex=True``).
 
     Returns
     -------
@@ -117,19 +120,19 @@ def new_figure(nrows: int = 1, ncols: int = 1, figsize=None, **subplot_kw):
 
 
 def save_figure(fig: Figure, path, dpi: int = 120) -> Path:
-    """Write ``fig`` to ``path`` (format from the suffix) without any backend."""
+    """Write ``fig`` to ``path`` (format from the suffix, ``dpi`` dots per inch) without any backend."""
     path = Path(path)
     fig.savefig(path, dpi=dpi)
     return path
 
 
-def integer_ticks(ax, axis: str = "x") -> None:
+def integer_ticks(ax: Axes, axis: str = "x") -> None:
     """Ticks on whole numbers only (epochs, layers, depths)."""
     getattr(ax, f"{axis}axis").set_major_locator(MaxNLocator(integer=True))
 
 
 def power_of_ten(values) -> int:
-    """Exponent ``e`` so that ``values / 10**e`` are of order 1..1000; 0 where no scaling is needed."""
+    """Exponent ``e`` so that ``values / 10**e`` are of order 1..10; 0 where the largest is in [0.1, 1000)."""
     top = float(np.max(np.abs(values))) if np.size(values) else 0.0
     if not np.isfinite(top) or top == 0:
         return 0
@@ -142,12 +145,30 @@ def scaled_label(label: str, exponent: int) -> str:
     return label if exponent == 0 else f"{label} ($\\times 10^{{{exponent}}}$)"
 
 
-def scatter_updates(ax, reference, estimate, max_points: int = 4000, seed: int = 0, xlabel: str = "BP",
+def scatter_updates(ax: Axes, reference, estimate, max_points: int = 4000, seed: int = 0, xlabel: str = "BP",
                     ylabel: str = "rule", title: str | None = None, color=None) -> float:
-    """Scatter of matching entries of two updates (subsampled) with the identity line; returns their cosine.
+    """Scatter of matching entries of two updates with the identity line (dashed); returns their cosine.
 
-    Each axis is scaled by a power of ten written into its label (no offset text above the axes),
-    and the title reads ``"<title>: cos = ..."``.
+    Parameters
+    ----------
+    ax : matplotlib.axes.Axes
+        Where to draw.
+    reference, estimate : array_like, same shape
+        Two updates of one layer (e.g. BP's and a rule's), entry by entry on x and y.
+    max_points : int
+        At most this many entries are drawn, chosen at random with ``seed``; the cosine uses all.
+    xlabel, ylabel : str
+        Axis labels; the power of ten that each axis's values were divided by is appended (no
+        offset text above the axes to collide with the title).
+    title : str, optional
+        The title reads ``"<title>: cos = ..."`` (default ``"cos = ..."``).
+    color : matplotlib colour, optional
+        Of the points (e.g. ``RULE_COLORS[rule]``).
+
+    Returns
+    -------
+    float
+        The cosine of ``reference`` and ``estimate``.
     """
     ref, est = np.ravel(reference), np.ravel(estimate)
     if ref.size > max_points:
@@ -168,10 +189,20 @@ def scatter_updates(ax, reference, estimate, max_points: int = 4000, seed: int =
     return c
 
 
-def cosine_by_layer(ax, rows: list, group_keys=("init", "rule"), legend: bool = True) -> None:
-    """Cosine with BP against layer, one line per group of ``rows`` (dicts with 'layer', 'cosine').
+def cosine_by_layer(ax: Axes, rows: list, group_keys=("init", "rule"), legend: bool = True) -> None:
+    """Cosine with BP against layer, one line per group of ``rows``.
 
-    The colour follows the rule (a ``"rule"`` key), the line style any other key of ``group_keys``.
+    Parameters
+    ----------
+    ax : matplotlib.axes.Axes
+        Where to draw.
+    rows : list of dict
+        Each with ``"layer"`` (1 = first hidden layer), ``"cosine"`` and the ``group_keys``.
+    group_keys : tuple of str
+        Keys whose values make a line; the colour follows ``"rule"`` (:data:`RULE_COLORS`), the
+        line style any other key (e.g. the initialisation).
+    legend : bool
+        Draw the legend to the right of the axes, clear of the lines.
     """
     groups = {}
     for r in rows:
@@ -197,10 +228,20 @@ def cosine_by_layer(ax, rows: list, group_keys=("init", "rule"), legend: bool = 
 
 
 def learning_curves(axes, history: list, rule: str | None = None, loss: str | None = None) -> None:
-    """Loss and accuracy (%) against epoch on two axes, from tidy rows (epoch, split, metric, value).
+    """Loss and accuracy against epoch, ticks on whole epochs.
 
-    The training split's evaluation (a fixed subset) is dashed; the running mean over each epoch's
-    batches is dotted and drawn at the middle of its epoch.  ``loss`` names the loss in its axis label.
+    Parameters
+    ----------
+    axes : sequence of two matplotlib.axes.Axes
+        Loss on the first, accuracy (in %) on the second.
+    history : list of dict
+        Tidy rows with ``"epoch"``, ``"split"`` ("test"; "train": the evaluation of a fixed training
+        subset, dashed; "train_running": the running mean over an epoch's batches, dotted, drawn at
+        the middle of its epoch), ``"metric"`` ("loss", "accuracy" as a fraction) and ``"value"``.
+    rule : str, optional
+        Colours the curves with :data:`RULE_COLORS`.
+    loss : str, optional
+        Names the loss in its axis label (e.g. "quadratic").
     """
     color = RULE_COLORS.get(rule, "k") if rule else "k"
     splits = {"test": ("test set", {"linestyle": "-", "marker": "o"}),
@@ -219,13 +260,26 @@ def learning_curves(axes, history: list, rule: str | None = None, loss: str | No
     axes[-1].legend(fontsize=7)
 
 
-def accuracy_bars(ax, groups: list, rules, means: dict, stds: dict | None = None, ylabel: str =
-                  "peak test accuracy (%)", label_values: bool = True) -> None:
-    """Grouped bars: one group per entry of ``groups``, one bar per rule in the rule's colour.
+def accuracy_bars(ax: Axes, groups: list, rules, means: dict, stds: dict | None = None,
+                  ylabel: str = "peak test accuracy (%)", label_values: bool = True) -> None:
+    """Grouped bars on a 0..100 % axis: a group per entry of ``groups``, a bar per rule in its colour.
 
-    ``means[(group, rule)]`` and ``stds[(group, rule)]`` in percent (missing: no bar, NaN std: no
-    error bar).  Each bar carries its value; the axis spans 0..100 %.  The rules' legend belongs
-    to the caller (e.g. one figure legend from :func:`legend_handles`).
+    Parameters
+    ----------
+    ax : matplotlib.axes.Axes
+        Where to draw.
+    groups : list
+        Group labels along x (e.g. datasets); one group is fine.
+    rules : sequence of str
+        The bars of each group, coloured by :data:`RULE_COLORS`.
+    means, stds : dict
+        ``{(group, rule): value}`` in percent; a missing mean draws no bar, a missing or NaN std no
+        error bar.
+    label_values : bool
+        Write each bar's value on it.
+
+    The rules' legend belongs to the caller (e.g. one figure legend from :func:`legend_handles`),
+    so that it never covers a bar.
     """
     stds = stds or {}
     width = 0.8 / max(len(rules), 1)
@@ -237,11 +291,13 @@ def accuracy_bars(ax, groups: list, rules, means: dict, stds: dict | None = None
                       label=rule_label(rule))
         if np.any(np.isfinite(errs)):
             ax.errorbar(xs, vals, yerr=errs, fmt="none", ecolor="0.3", capsize=3, lw=1)
-        if label_values:
+        if label_values:  # at the foot of the bar, clear of the error bar; above a bar too short to hold it
             for bar, v in zip(bars, vals):
                 if np.isfinite(v):
-                    ax.annotate(f"{v:.1f}", (bar.get_x() + bar.get_width() / 2, v), xytext=(0, 2),
-                                textcoords="offset points", ha="center", va="bottom", fontsize=7)
+                    inside = v > 12
+                    ax.annotate(f"{v:.1f}", (bar.get_x() + bar.get_width() / 2, 0 if inside else v), xytext=(0, 3),
+                                textcoords="offset points", ha="center", va="bottom", fontsize=7,
+                                color="w" if inside else "k")
     ax.set_xticks(np.arange(len(groups)))
     ax.set_xticklabels([str(g) for g in groups])
     ax.set_ylim(0, 105)
@@ -273,11 +329,13 @@ def cell_edges(centres, log: bool = False) -> np.ndarray:
     return 10**e if log else e
 
 
-def stability_map(ax, x, y, margin, diverged=None, unsettled=None, log_x: bool = True, norm=None):
+def stability_map(ax: Axes, x, y, margin, diverged=None, unsettled=None, log_x: bool = True, norm=None):
     """Stability margin on an (x, y) grid: blue stable, red unstable (centred on 0), dark grey diverged.
 
     Parameters
     ----------
+    ax : matplotlib.axes.Axes
+        Where to draw.
     x : (nx,) array_like
         Sorted grid centres along x (e.g. the output coupling gamma).
     y : (ny,) array_like
@@ -286,8 +344,10 @@ def stability_map(ax, x, y, margin, diverged=None, unsettled=None, log_x: bool =
         Largest real eigenvalue at the steady state (1/tau); NaN where there is none.
     diverged, unsettled : (ny, nx) bool array_like, optional
         Cells whose dynamics diverged (drawn dark grey), or did not settle within the time limit (dot).
-    norm : matplotlib Normalize, optional
-        Shared norm (default :func:`stability_norm` of ``margin``).
+    log_x : bool
+        A logarithmic x axis.
+    norm : matplotlib.colors.Normalize, optional
+        A norm shared between maps (default :func:`stability_norm` of ``margin``).
 
     Returns
     -------
