@@ -89,12 +89,16 @@ def print_table(rows, slopes, engines, layers):
             print(f"{'gamma':>8}" + "".join(f"{'layer ' + str(i):>22}" for i in range(1, layers + 1)))
             sel = [r for r in rows if r["engine"] == engine_name and r["mode"] == mode]
             for gamma in sorted({r["gamma"] for r in sel}, reverse=True):
-                cells = [f"{r['rel_error_update']:.2e} ({r['cosine_bp']:+.4f})" for r in sel if r["gamma"] == gamma]
+                cells = [f"{r['rel_error_update']:.2e} ({r['cosine_bp']:+.4f})"
+                         + ("*" if r["converged_fraction"] < 1 else "") for r in sel if r["gamma"] == gamma]
                 print(f"{gamma:>8.0e}" + "".join(f"{c:>22}" for c in cells))
             fits = [s for s in slopes
                     if s["engine"] == engine_name and s["mode"] == mode and s["gamma_range"][1] == 1e-2]
             print(f"{'slope':>8}" + "".join(f"{s['slope']:>22.3f}" for s in fits)
                   + "   (fit over 1e-4 <= gamma <= 1e-2)")
+            if any(r["converged_fraction"] < 1 for r in sel):
+                print("   * some samples did not settle to the engine's tolerance within its time limit: the state "
+                      "reached then")
 
 
 def plot(rows, engines, layers, out):
