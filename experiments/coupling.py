@@ -211,7 +211,7 @@ def plot(rows, depths, out):
             for ax, (key, kind, _, _) in zip(axes.flat, panels):
                 pts = [(r["gamma"], r[key]) for r in sel if r[key] is not None and np.isfinite(r[key])]
                 if pts:
-                    getattr(ax, kind)(*zip(*pts), **line_style(rule=mode, schedule=schedule))
+                    getattr(ax, kind)(*zip(*pts), **_mode_style(mode, schedule))
     for ax, (_, _, ylabel, title) in zip(axes.flat, panels):
         ax.set_ylabel(ylabel)
         ax.set_title(title, fontsize=10)
@@ -265,8 +265,8 @@ def plot_noise(rows, best, depths, noises, out):
     axes[0, 1].set_title(f"uniform GAIT, L = {L}: alignment with BP", fontsize=10)
     for ax in axes[0, :2]:
         ax.set_xlabel(r"coupling $\gamma$ (every layer)")
-    axes[0, 1].legend(handles=[line_handle(_noise_label(v), color=c, lw=2) for c, v in zip(colors, noises)],
-                      fontsize=7, loc="lower right")
+    axes[0, 0].legend(handles=[line_handle(_noise_label(v), color=c, lw=2) for c, v in zip(colors, noises)],
+                      fontsize=8, loc="upper right")
     for ax in list(axes[0, 2:]) + list(axes[1, len(depths):]):
         ax.set_visible(False)
     for ax, depth in zip(axes[1], depths):
@@ -277,7 +277,7 @@ def plot_noise(rows, best, depths, noises, out):
                               and b["precision"] == "exact" and b["noise"] > 0), key=lambda b: b["noise"])
                 if sel:
                     ax.loglog([b["noise"] for b in sel], [b["gamma"] for b in sel],
-                              **line_style(rule=mode, schedule=schedule))
+                              **_mode_style(mode, schedule))
                     if (schedule, mode) == ("uniform", "gait"):
                         anchor = (sel[-1]["noise"], sel[-1]["gamma"])
         noisy = [v for v in noises if v > 0]
@@ -290,10 +290,18 @@ def plot_noise(rows, best, depths, noises, out):
         ax.set_ylabel(r"best output $\gamma$ (smallest error)")
         ax.set_title(f"L = {depth}: the best coupling against the noise", fontsize=10)
     fig.suptitle("Bias at large gamma, noise at small gamma: the best coupling grows with the noise and the depth")
-    fig.legend(handles=legend_handles(rules=circuit.MODES, schedules=circuit.SCHEDULES, rule_suffix=" coupling"),
+    swept = [s for s in circuit.SCHEDULES if any(b["schedule"] == s and b["noise"] > 0 for b in best)]
+    fig.legend(handles=legend_handles(rules=circuit.MODES, schedules=swept, rule_suffix=" coupling"),
                loc="outside lower center", ncols=5, fontsize=8)
     save_figure(fig, out / "coupling_noise.png")
     return fig
+
+
+def _mode_style(mode: str, schedule: str) -> dict:
+    """The mode's colour and the schedule's line style; ITP's markers hollow, so that curves that coincide with
+    GAIT's still show."""
+    return line_style(rule=mode, schedule=schedule) | ({"markerfacecolor": "none", "markersize": 6, "zorder": 3}
+                                                        if mode == "itp" else {})
 
 
 def _noise_label(noise: float) -> str:
