@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.axes import Axes
-from matplotlib.colors import TwoSlopeNorm
+from matplotlib.colors import SymLogNorm
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
@@ -32,7 +32,8 @@ from .metrics import cosine
 __all__ = ["RULE_COLORS", "RULE_LABELS", "ENGINE_STYLES", "ENGINE_LABELS", "SCHEDULE_STYLES", "line_style",
            "rule_label", "sequential_colors", "legend_handles", "line_handle", "patch_handle", "new_figure",
            "save_figure", "integer_ticks", "power_of_ten", "scaled_label", "scatter_updates", "cosine_by_layer",
-           "learning_curves", "accuracy_bars", "stability_norm", "stability_map", "cell_edges", "use_agg"]
+           "learning_curves", "accuracy_bars", "stability_norm", "stability_map", "stability_colorbar",
+           "symlog_margin_axis", "cell_edges", "use_agg"]
 
 #: One colour per learning rule.
 RULE_COLORS = {"bp": "#000000", "tp": "#E69F00", "itp": "#CC79A7", "gait": "#0072B2"}
@@ -304,18 +305,44 @@ def accuracy_bars(ax: Axes, groups: list, rules, means: dict, stds: dict | None 
     ax.set_ylabel(ylabel)
 
 
-def stability_norm(values) -> TwoSlopeNorm:
-    """A colour norm centred on 0 for stability margins (largest real eigenvalue; > 0: unstable).
+def stability_norm(values, linear_width: float = 1e-3) -> SymLogNorm:
+    """A colour norm centred on 0 for stability margins (largest real eigenvalue, 1/tau; > 0: unstable).
 
-    With a diverging colour map, stable cells are blue, unstable ones red and marginal ones white,
-    whatever the range of the values (NaN ignored; a side without values still gets a small range).
+    Symmetric about 0 and logarithmic beyond ``linear_width`` on both sides, so that with a diverging
+    colour map marginal cells (|margin| ~ 1e-3..1e-2, time constants of hundreds of tau) are visibly
+    pale red when unstable and pale blue when stable, not lost next to the strongly stable ones.
+
+    Parameters
+    ----------
+    values : array_like
+        The margins to be shown (NaN ignored); they set the range, the same on both sides of 0.
+    linear_width : float
+        Half-width (1/tau) of the linear region around 0.
     """
     v = np.asarray(values, dtype=float)
     v = v[np.isfinite(v)]
-    span = float(np.max(np.abs(v))) if v.size else 1.0
-    tiny = 1e-3 * span if span > 0 else 1e-3
-    return TwoSlopeNorm(vcenter=0.0, vmin=min(float(v.min()) if v.size else -tiny, -tiny),
-                        vmax=max(float(v.max()) if v.size else tiny, tiny))
+    span = max(float(np.max(np.abs(v))) if v.size else 0.0, 10 * linear_width)
+    return SymLogNorm(linthresh=linear_width, linscale=0.5, vmin=-span, vmax=span, base=10)
+
+
+def stability_colorbar(fig, mesh, ax, label: str = r"largest real eigenvalue ($1/\tau$); red: unstable"):
+    """A colour bar for :func:`stability_map`, ticked at 0 and at plain powers of ten (0.001, 0.01, ...)."""
+    from matplotlib.ticker import FuncFormatter
+
+    cbar = fig.colorbar(mesh, ax=ax, label=label)
+    top = mesh.norm.vmax
+    decades = [10.0**e for e in range(-3, 2) if 10.0**e <= top]
+    cbar.set_ticks(sorted([-d for d in decades] + [0.0] + decades))
+    cbar.ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    return cbar
+
+
+def symlog_margin_axis(ax: Axes, linear_width: float = 1e-3) -> None:
+    """A y axis for stability margins, linear within ``linear_width`` of 0 and logarithmic beyond (as the map)."""
+    from matplotlib.ticker import FuncFormatter
+
+    ax.set_yscale("symlog", linthresh=linear_width, linscale=0.5)
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
 
 
 def cell_edges(centres, log: bool = False) -> np.ndarray:

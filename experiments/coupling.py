@@ -33,8 +33,10 @@ from analysis.plots import (
     patch_handle,
     save_figure,
     sequential_colors,
+    stability_colorbar,
     stability_map,
     stability_norm,
+    symlog_margin_axis,
 )
 
 from .common import compare_with_reference, write_summary
@@ -204,7 +206,8 @@ def plot(rows, depths, out):
     panels = [("rel_error_update", "loglog", "relative error of the update", "error against the discrete rule"),
               ("cosine_bp", "semilogx", "cosine of the update with BP", "alignment with BP"),
               ("settle_time_tau", "loglog", r"settle time ($\tau$)", r"settle time (to $10^{-3}$ of the steady state)"),
-              ("stability", "semilogx", r"largest real eigenvalue ($1/\tau$)", "stability margin (< 0: stable)")]
+              ("stability", "semilogx", r"largest real eigenvalue ($1/\tau$)",
+               "stability margin (< 0: stable; log beyond 0.001)")]
     for schedule in circuit.SCHEDULES:
         for mode in circuit.MODES:
             sel = _curve(rows, schedule=schedule, mode=mode, depth=L)
@@ -216,6 +219,7 @@ def plot(rows, depths, out):
         ax.set_ylabel(ylabel)
         ax.set_title(title, fontsize=10)
     axes[1, 1].axhline(0, color="k", lw=0.6)
+    symlog_margin_axis(axes[1, 1])
     for ax in axes[1]:
         ax.set_xlabel(r"output coupling $\gamma$")
     fig.suptitle(f"Coupling schedules, L = {L}: the deepest layer's update (fast engine, no noise)")
@@ -316,8 +320,9 @@ def plot_precision(rows, depths, out):
             sel = _curve(rows, schedule="uniform", mode="gait", depth=depth, noise=0.0, precision=precision)
             if sel:
                 ax.loglog([r["gamma"] for r in sel], [max(r["rel_error_update"], 1e-17) for r in sel],
-                          label=PRECISION_LABELS[precision],
-                          **line_style(schedule="uniform", color=PRECISION_COLORS[precision]))
+                          label=PRECISION_LABELS[precision], zorder=3 if precision == "exact" else 2,
+                          **line_style(schedule="uniform", color=PRECISION_COLORS[precision])
+                          | ({"markerfacecolor": "none", "markersize": 7} if precision == "float64" else {}))
         ax.set_title(f"uniform GAIT, L = {depth}", fontsize=10)
         ax.set_xlabel(r"coupling $\gamma$ (every layer)")
     axes[0, 0].set_ylabel("relative error of the deepest layer's update")
@@ -342,9 +347,10 @@ def plot_stability(rows, map_points, depths, out):
             ax.semilogx(bad, [0.0] * len(bad), ls="none", marker=style["marker"], color=DIVERGED_COLOR, ms=8,
                         mfc="none", mew=1.5)
         ax.axhline(0, color="k", lw=0.6)
+        symlog_margin_axis(ax)
         ax.set_xlabel(r"output coupling $\gamma$")
         ax.set_ylabel(r"largest real eigenvalue ($1/\tau$)")
-        ax.set_title(f"GAIT coupling, L = {depth}: stability margin (< 0: stable)", fontsize=10)
+        ax.set_title(f"GAIT coupling, L = {depth}: stability margin (< 0: stable; log beyond 0.001)", fontsize=10)
     maps = [[m for m in map_points if m["depth"] == depth] for depth in depths]
     margins = [m["stability"] for sel in maps for m in sel if not m["diverged"] and m["stability"] is not None]
     norm = stability_norm(margins)
@@ -366,7 +372,7 @@ def plot_stability(rows, map_points, depths, out):
         ax.set_ylabel("inversion strength below the output")
         ax.set_title(f"output-only schedule, GAIT, L = {depth}: stability map", fontsize=10)
     if mesh is not None:
-        fig.colorbar(mesh, ax=axes[1, :], label=r"largest real eigenvalue ($1/\tau$); red: unstable")
+        stability_colorbar(fig, mesh, axes[1, :])
     handles = legend_handles(schedules=circuit.SCHEDULES)
     handles += [line_handle("diverged (marker: schedule)", ls="none", marker="o", mfc="none", color=DIVERGED_COLOR,
                             ms=8, mew=1.5),

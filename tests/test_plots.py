@@ -99,20 +99,22 @@ def test_new_figure_leaves_the_backend_alone():
 
 def test_stability_norm_is_centred_on_zero():
     """Margin 0 (marginal stability) maps to the middle of the diverging colour map, white; any positive margin
-    (unstable) to its red half and any negative one to its blue half, whatever the range of the values."""
+    (unstable) to its red half and any negative one to its blue half, whatever the range of the values, and a
+    marginal one (|margin| a few 1e-3/tau) visibly so next to margins of order 1/tau."""
     norm = plots.stability_norm([-0.56, -0.1, np.nan, 0.04])
-    assert norm(0.0) == 0.5 and norm(-0.56) == 0.0 and norm(0.04) == 1.0
+    assert norm(0.0) == 0.5 and norm(-0.56) == 0.0 and norm(0.56) == 1.0
+    assert norm(0.005) - 0.5 == pytest.approx(0.5 - norm(-0.005))  # the same scale on both sides
     only_stable = plots.stability_norm([-0.5, -0.1])
     assert only_stable(0.0) == 0.5 and only_stable(-0.5) == 0.0 and only_stable(1e-6) > 0.5
     fig, axes = plots.new_figure()
-    margin = np.array([[-0.5, -0.01], [0.003, np.nan]])
+    margin = np.array([[-0.5, -0.01], [0.003, np.nan]])  # the margins of a real map span three decades
     mesh = plots.stability_map(axes[0, 0], [1e-3, 1e-2], [0.5, 0.9], margin, diverged=np.isnan(margin))
     r, g, b, _ = mesh.cmap(mesh.norm(0.0))
     assert min(r, g, b) > 0.9, "zero margin is not drawn white"
     r, g, b, _ = mesh.cmap(mesh.norm(0.003))
-    assert r > max(g, b) + 0.25, "a small positive (unstable) margin is not drawn red"
-    r, g, b, _ = mesh.cmap(mesh.norm(-0.01))
-    assert b > r, "a negative (stable) margin is not drawn blue"
+    assert r > g > b and r - b > 0.2, "a small positive (unstable) margin is not drawn red"
+    r, g, b, _ = mesh.cmap(mesh.norm(-0.003))
+    assert b > g > r and b - r > 0.2, "a small negative (stable) margin is not drawn blue"
 
 
 def test_learning_curves_tick_whole_epochs():
