@@ -13,7 +13,7 @@ import numpy as np
 
 import models
 from analysis.metrics import cosine
-from analysis.plots import cosine_by_layer, scatter_updates, use_agg
+from analysis.plots import RULE_COLORS, cosine_by_layer, new_figure, rule_label, save_figure, scatter_updates
 from models.regularizer import orthogonality_gradient
 
 from .common import Progress, write_summary
@@ -58,25 +58,8 @@ def run(args, out):
             for layer, (a, b) in enumerate(zip(dW, bp), start=1):
                 rows.append({"init": init, "rule": rule, "layer": layer, "cosine": cosine(a, b)})
             progress.step(f"{init} {rule}")
-    plt = use_agg()
     L = len(widths) - 1
-    for init in inits:
-        fig, axes = plt.subplots(len(rules), L, figsize=(2.6 * L, 2.5 * len(rules)), squeeze=False)
-        for r, rule in enumerate(rules):
-            for i in range(L):
-                scatter_updates(axes[r, i], updates[init, "bp"][i], updates[init, rule][i],
-                                max_points=1500 if args.quick else 4000, seed=i,
-                                xlabel=f"BP, layer {i + 1}", ylabel=rule.upper())
-        fig.suptitle(f"Updates against BP, {init} initialisation (gamma = {args.gamma:g})")
-        fig.tight_layout()
-        fig.savefig(out / f"alignment_{init}.png", dpi=110)
-        plt.close(fig)
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    cosine_by_layer(ax, rows)
-    ax.set_title("Alignment with BP (untrained network)")
-    fig.tight_layout()
-    fig.savefig(out / "alignment_cosines.png", dpi=110)
-    plt.close(fig)
+    plot(updates, rows, inits, rules, L, args.gamma, out, max_points=1500 if args.quick else 4000)
     print(f"{'init':<11}{'rule':<6}" + "".join(f"layer {i:<4}" for i in range(1, L + 1)))
     for init in inits:
         for rule in rules:
@@ -85,6 +68,28 @@ def run(args, out):
     batch_rows = gait_cosine_by_batch(data, widths, args.seed, quick=args.quick)
     write_summary(out, "alignment", {**vars(args), "batch": batch, "widths": widths}, rows=rows,
                   gait_by_batch=batch_rows)
+
+
+def plot(updates, rows, inits, rules, L, gamma, out, max_points=4000):
+    """Per initialisation, every rule's update against BP's entry by entry (rows: rules, columns: layers); and the
+    cosine with BP per layer for every rule and initialisation.  Returns the figures."""
+    figures = []
+    for init in inits:
+        fig, axes = new_figure(len(rules), L, figsize=(2.7 * L, 2.5 * len(rules) + 0.4))
+        for r, rule in enumerate(rules):
+            for i in range(L):
+                scatter_updates(axes[r, i], updates[init, "bp"][i], updates[init, rule][i], max_points=max_points,
+                                seed=i, xlabel="BP", ylabel=rule_label(rule),
+                                title=f"layer {i + 1}" + (" (out)" if i == L - 1 else ""), color=RULE_COLORS[rule])
+        fig.suptitle(f"Each rule's weight update against BP's, entry by entry ({init} initialisation, "
+                     f"gamma = {gamma:g}; dashed: equal)")
+        save_figure(fig, out / f"alignment_{init}.png")
+        figures.append(fig)
+    fig, axes = new_figure(figsize=(6.5, 3.6))
+    cosine_by_layer(axes[0, 0], rows)
+    axes[0, 0].set_title(f"Alignment with BP in an untrained network ({L - 1} hidden layers)", fontsize=10)
+    save_figure(fig, out / "alignment_cosines.png")
+    return figures + [fig]
 
 
 def gait_cosine_by_batch(data, widths, seed, quick=False):

@@ -25,13 +25,28 @@ import numpy as np
 
 import circuit
 import models
-from analysis.plots import use_agg
+from analysis.plots import (
+    legend_handles,
+    line_handle,
+    line_style,
+    new_figure,
+    patch_handle,
+    save_figure,
+    sequential_colors,
+    stability_colorbar,
+    stability_map,
+    stability_norm,
+    symlog_margin_axis,
+)
 
 from .common import compare_with_reference, write_summary
 from .sweep import run_points
 
 DESCRIPTION = __doc__
 PRECISIONS = ("exact", "float64", "float32")
+PRECISION_COLORS = {"exact": "k", "float64": "#009E73", "float32": "#D55E00"}
+PRECISION_LABELS = {"exact": "exact (deviation coordinates)", "float64": "float64 rates", "float32": "float32 rates"}
+DIVERGED_COLOR = "#D55E00"
 
 
 def add_arguments(parser):
@@ -185,29 +200,34 @@ def print_table(rows, depths):
 
 
 def plot(rows, depths, out):
-    plt = use_agg()
+    """Deepest layer against the output gamma per schedule (line style) and mode (colour): error, cosine with BP,
+    settle time and stability margin (noiseless, exact)."""
     L = max(depths)
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
-    for c, schedule in enumerate(circuit.SCHEDULES):
-        for mode, style in zip(circuit.MODES, ("-", "--")):
-            sel = sorted((r for r in rows if r["schedule"] == schedule and r["mode"] == mode and r["depth"] == L
-                          and r["layer"] == 1 and not r["diverged"]), key=lambda r: r["gamma"])
-            if sel:
-                g = [r["gamma"] for r in sel]
-                axes[0].loglog(g, [r["rel_error_update"] for r in sel], style, marker="o", ms=3, color=f"C{c}",
-                               label=f"{schedule} {mode}")
-                axes[1].semilogx(g, [r["cosine_bp"] for r in sel], style, marker="o", ms=3, color=f"C{c}")
-                axes[2].semilogx(g, [r["stability"] for r in sel], style, marker="o", ms=3, color=f"C{c}")
-    axes[0].set_ylabel(f"layer-1 update error vs discrete rule (L = {L})")
-    axes[1].set_ylabel("layer-1 cosine with BP")
-    axes[2].set_ylabel("largest real eigenvalue (1/tau)")
-    axes[2].axhline(0, color="k", lw=0.6)
-    for ax in axes:
-        ax.set_xlabel("output coupling gamma")
-    axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "coupling.png", dpi=110)
-    plt.close(fig)
+    fig, axes = new_figure(2, 2, figsize=(11, 7.5), sharex=True)
+    panels = [("rel_error_update", "loglog", "relative error of the update", "error against the discrete rule"),
+              ("cosine_bp", "semilogx", "cosine of the update with BP", "alignment with BP"),
+              ("settle_time_tau", "loglog", r"settle time ($\tau$)", r"settle time (to $10^{-3}$ of the steady state)"),
+              ("stability", "semilogx", r"largest real eigenvalue ($1/\tau$)",
+               "stability margin (< 0: stable; log beyond 0.001)")]
+    for schedule in circuit.SCHEDULES:
+        for mode in circuit.MODES:
+            sel = _curve(rows, schedule=schedule, mode=mode, depth=L)
+            for ax, (key, kind, _, _) in zip(axes.flat, panels):
+                pts = [(r["gamma"], r[key]) for r in sel if r[key] is not None and np.isfinite(r[key])]
+                if pts:
+                    getattr(ax, kind)(*zip(*pts), **_mode_style(mode, schedule))
+    for ax, (_, _, ylabel, title) in zip(axes.flat, panels):
+        ax.set_ylabel(ylabel)
+        ax.set_title(title, fontsize=10)
+    axes[1, 1].axhline(0, color="k", lw=0.6)
+    symlog_margin_axis(axes[1, 1])
+    for ax in axes[1]:
+        ax.set_xlabel(r"output coupling $\gamma$")
+    fig.suptitle(f"Coupling schedules, L = {L}: the deepest layer's update (fast engine, no noise)")
+    fig.legend(handles=legend_handles(rules=circuit.MODES, schedules=circuit.SCHEDULES, rule_suffix=" coupling"),
+               loc="outside lower center", ncols=5, fontsize=8)
+    save_figure(fig, out / "coupling.png")
+    return fig
 
 
 def best_gammas(rows) -> list:
@@ -226,116 +246,139 @@ def best_gammas(rows) -> list:
 
 
 def _curve(rows, **where):
+    """Layer-1 (deepest) rows of the points that did not diverge, matching ``where``, by gamma."""
     sel = [r for r in rows if r["layer"] == 1 and not r["diverged"] and all(r[k] == v for k, v in where.items())]
     return sorted(sel, key=lambda r: r["gamma"])
 
 
 def plot_noise(rows, best, depths, noises, out):
-    """Error of the deepest layer against gamma per noise level (uniform GAIT); best gamma against noise."""
-    plt = use_agg()
+    """Deepest-layer error and cosine against gamma per noise level (uniform GAIT, deepest circuit); the best gamma
+    against the noise per depth, schedule and mode."""
     L = max(depths)
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    for c, noise in enumerate(noises):
+    fig, axes = new_figure(2, max(2, len(depths)), figsize=(11, 8))
+    colors = sequential_colors(len(noises), "plasma", stop=0.8)
+    for color, noise in zip(colors, noises):
         sel = _curve(rows, schedule="uniform", mode="gait", depth=L, noise=noise, precision="exact")
         if sel:
             g = [r["gamma"] for r in sel]
-            axes[0].loglog(g, [r["rel_error_update"] for r in sel], marker="o", ms=3, color=f"C{c}",
-                           label=f"noise {noise:g}")
-            axes[1].semilogx(g, [r["cosine_bp"] for r in sel], marker="o", ms=3, color=f"C{c}")
-    for c, (schedule, mode) in enumerate((s, m) for s in circuit.SCHEDULES for m in circuit.MODES):
-        for depth, marker in zip(depths, "os^v"):
-            sel = sorted((b for b in best if b["schedule"] == schedule and b["mode"] == mode and b["depth"] == depth
-                          and b["precision"] == "exact" and b["noise"] > 0), key=lambda b: b["noise"])
-            if sel:
-                axes[2].loglog([b["noise"] for b in sel], [b["gamma"] for b in sel], marker=marker, ms=4,
-                               color=f"C{c}", label=f"{schedule} {mode} L={depth}")
-    noisy = [v for v in noises if v > 0]
-    if noisy:
-        v = np.array([min(noisy), max(noisy)])
-        for depth, ls in zip(depths, (":", "-.", "--")):
-            axes[2].loglog(v, 0.3 * (v / v[-1]) ** (1 / (depth + 1)), ls, color="k", lw=0.8,
-                           label=f"slope 1/(L+1), L={depth}")
-    axes[0].set_ylabel(f"layer-1 update error vs discrete GAIT (uniform, L = {L})")
-    axes[1].set_ylabel("layer-1 cosine with BP")
-    for ax in axes[:2]:
-        ax.set_xlabel("coupling gamma (uniform)")
-    axes[2].set_xlabel("noise strength")
-    axes[2].set_ylabel("best output gamma (smallest layer-1 error)")
-    axes[0].legend(fontsize=7)
-    axes[2].legend(fontsize=6)
-    fig.suptitle("bias at large gamma, noise at small gamma: the best coupling grows with the noise")
-    fig.tight_layout()
-    fig.savefig(out / "coupling_noise.png", dpi=110)
-    plt.close(fig)
+            style = line_style(schedule="uniform", color=color)
+            axes[0, 0].loglog(g, [r["rel_error_update"] for r in sel], **style)
+            axes[0, 1].semilogx(g, [r["cosine_bp"] for r in sel], **style)
+    axes[0, 0].set_ylabel("relative error of the update")
+    axes[0, 0].set_title(f"uniform GAIT, L = {L}: error against discrete GAIT", fontsize=10)
+    axes[0, 1].set_ylabel("cosine of the update with BP")
+    axes[0, 1].set_title(f"uniform GAIT, L = {L}: alignment with BP", fontsize=10)
+    for ax in axes[0, :2]:
+        ax.set_xlabel(r"coupling $\gamma$ (every layer)")
+    axes[0, 0].legend(handles=[line_handle(_noise_label(v), color=c, lw=2) for c, v in zip(colors, noises)],
+                      fontsize=8, loc="upper right")
+    for ax in list(axes[0, 2:]) + list(axes[1, len(depths):]):
+        ax.set_visible(False)
+    for ax, depth in zip(axes[1], depths):
+        anchor = None
+        for schedule in circuit.SCHEDULES:
+            for mode in circuit.MODES:
+                sel = sorted((b for b in best if b["schedule"] == schedule and b["mode"] == mode and b["depth"] == depth
+                              and b["precision"] == "exact" and b["noise"] > 0), key=lambda b: b["noise"])
+                if sel:
+                    ax.loglog([b["noise"] for b in sel], [b["gamma"] for b in sel],
+                              **_mode_style(mode, schedule))
+                    if (schedule, mode) == ("uniform", "gait"):
+                        anchor = (sel[-1]["noise"], sel[-1]["gamma"])
+        noisy = [v for v in noises if v > 0]
+        if anchor and len(noisy) > 1:  # the bias ~gamma, noise ~sigma/gamma^L balance: gamma ~ sigma^(1/(L+1))
+            v = np.array([min(noisy), max(noisy)])
+            ax.loglog(v, anchor[1] * (v / anchor[0]) ** (1 / (depth + 1)), color="0.6", lw=1.5, zorder=0,
+                      label=rf"slope $1/(L+1) = 1/{depth + 1}$")
+            ax.legend(fontsize=7, loc="lower right")
+        ax.set_xlabel(r"noise strength $\sigma$")
+        ax.set_ylabel(r"best output $\gamma$ (smallest error)")
+        ax.set_title(f"L = {depth}: the best coupling against the noise", fontsize=10)
+    fig.suptitle("Bias at large gamma, noise at small gamma: the best coupling grows with the noise and the depth")
+    swept = [s for s in circuit.SCHEDULES if any(b["schedule"] == s and b["noise"] > 0 for b in best)]
+    fig.legend(handles=legend_handles(rules=circuit.MODES, schedules=swept, rule_suffix=" coupling"),
+               loc="outside lower center", ncols=5, fontsize=8)
+    save_figure(fig, out / "coupling_noise.png")
+    return fig
+
+
+def _mode_style(mode: str, schedule: str) -> dict:
+    """The mode's colour and the schedule's line style; ITP's markers hollow, so that curves that coincide with
+    GAIT's still show."""
+    return line_style(rule=mode, schedule=schedule) | ({"markerfacecolor": "none", "markersize": 6, "zorder": 3}
+                                                        if mode == "itp" else {})
+
+
+def _noise_label(noise: float) -> str:
+    return "no noise" if noise == 0 else rf"noise $\sigma$ = {noise:.0e}"
 
 
 def plot_precision(rows, depths, out):
-    """Noiseless layer-1 error against gamma for exact, float64 and float32 rates (uniform GAIT)."""
-    plt = use_agg()
-    fig, axes = plt.subplots(1, len(depths), figsize=(5 * len(depths), 4), squeeze=False)
+    """Noiseless deepest-layer error against gamma for exact, float64 and float32 rates (uniform GAIT)."""
+    fig, axes = new_figure(1, len(depths), figsize=(5 * len(depths) + 1, 4), sharey=True)
     for ax, depth in zip(axes[0], depths):
-        for c, precision in enumerate(PRECISIONS):
+        for precision in PRECISIONS:
             sel = _curve(rows, schedule="uniform", mode="gait", depth=depth, noise=0.0, precision=precision)
             if sel:
-                ax.loglog([r["gamma"] for r in sel], [max(r["rel_error_update"], 1e-17) for r in sel], marker="o",
-                          ms=3, color=f"C{c}", label=precision)
-        ax.set_title(f"L = {depth}")
-        ax.set_xlabel("coupling gamma (uniform)")
-        ax.set_ylabel("layer-1 update error vs discrete GAIT")
-        ax.legend(fontsize=7)
-    fig.suptitle("rounding: absolute rates lose the deepest layer's signal ~eps / gamma^L")
-    fig.tight_layout()
-    fig.savefig(out / "coupling_precision.png", dpi=110)
-    plt.close(fig)
+                ax.loglog([r["gamma"] for r in sel], [max(r["rel_error_update"], 1e-17) for r in sel],
+                          label=PRECISION_LABELS[precision], zorder=3 if precision == "exact" else 2,
+                          **line_style(schedule="uniform", color=PRECISION_COLORS[precision])
+                          | ({"markerfacecolor": "none", "markersize": 7} if precision == "float64" else {}))
+        ax.set_title(f"uniform GAIT, L = {depth}", fontsize=10)
+        ax.set_xlabel(r"coupling $\gamma$ (every layer)")
+    axes[0, 0].set_ylabel("relative error of the deepest layer's update")
+    axes[0, -1].legend(fontsize=8)
+    fig.suptitle("Rounding: rates stored in float32 or float64\nlose the deepest layer's signal "
+                 r"(error ~ eps / $\gamma^L$)", fontsize=11)
+    save_figure(fig, out / "coupling_precision.png")
+    return fig
 
 
-def plot_stability(rows, stability_map, depths, out):
-    """Stability margin against gamma per schedule; where the output-only schedule diverges."""
-    plt = use_agg()
-    fig, axes = plt.subplots(1, 1 + len(depths), figsize=(5 * (1 + len(depths)), 4))
-    for c, schedule in enumerate(circuit.SCHEDULES):
-        for depth, ls in zip(depths, ("-", "--", ":")):
+def plot_stability(rows, map_points, depths, out):
+    """Top: stability margin against gamma per schedule (GAIT); bottom: the output-only schedule's stability map."""
+    fig, axes = new_figure(2, len(depths), figsize=(5.5 * len(depths) + 1.5, 8))
+    for ax, depth in zip(axes[0], depths):
+        for schedule in circuit.SCHEDULES:
             sel = sorted((r for r in rows if r["schedule"] == schedule and r["mode"] == "gait" and r["depth"] == depth
                           and r["layer"] in (1, None)), key=lambda r: r["gamma"])
             ok = [r for r in sel if not r["diverged"]]
-            axes[0].semilogx([r["gamma"] for r in ok], [r["stability"] for r in ok], ls, marker="o", ms=3,
-                             color=f"C{c}", label=f"{schedule} L={depth}")
+            style = line_style(rule="gait", schedule=schedule)
+            ax.semilogx([r["gamma"] for r in ok], [r["stability"] for r in ok], **style)
             bad = [r["gamma"] for r in sel if r["diverged"]]
-            axes[0].semilogx(bad, [0.02] * len(bad), "x", color=f"C{c}", ms=7)
-    axes[0].axhline(0, color="k", lw=0.6)
-    axes[0].set_xlabel("output coupling gamma")
-    axes[0].set_ylabel("largest real eigenvalue at steady state (1/tau)")
-    axes[0].set_title("GAIT mode; x = diverged")
-    axes[0].legend(fontsize=7)
-    for ax, depth in zip(axes[1:], depths):
-        sel = [m for m in stability_map if m["depth"] == depth]
+            ax.semilogx(bad, [0.0] * len(bad), ls="none", marker=style["marker"], color=DIVERGED_COLOR, ms=8,
+                        mfc="none", mew=1.5)
+        ax.axhline(0, color="k", lw=0.6)
+        symlog_margin_axis(ax)
+        ax.set_xlabel(r"output coupling $\gamma$")
+        ax.set_ylabel(r"largest real eigenvalue ($1/\tau$)")
+        ax.set_title(f"GAIT coupling, L = {depth}: stability margin (< 0: stable; log beyond 0.001)", fontsize=10)
+    maps = [[m for m in map_points if m["depth"] == depth] for depth in depths]
+    margins = [m["stability"] for sel in maps for m in sel if not m["diverged"] and m["stability"] is not None]
+    norm = stability_norm(margins)
+    mesh = None
+    for ax, depth, sel in zip(axes[1], depths, maps):
         if not sel:
+            ax.set_visible(False)
             continue
         gammas, strong = sorted({m["gamma"] for m in sel}), sorted({m["strong"] for m in sel})
         lam = np.full((len(strong), len(gammas)), np.nan)
+        diverged, unsettled = np.zeros(lam.shape, bool), np.zeros(lam.shape, bool)
         for m in sel:
-            if not m["diverged"]:
-                lam[strong.index(m["strong"]), gammas.index(m["gamma"])] = m["stability"]
-        mesh = ax.pcolormesh(_edges(gammas, log=True), _edges(strong), lam, cmap="viridis")
-        for m in sel:
-            if m["diverged"]:
-                ax.plot(m["gamma"], m["strong"], "rx", ms=6)
-        ax.set_xscale("log")
-        ax.set_xlabel("output gamma")
+            i, j = strong.index(m["strong"]), gammas.index(m["gamma"])
+            diverged[i, j], unsettled[i, j] = m["diverged"], not m["converged"]
+            if not m["diverged"] and m["stability"] is not None:
+                lam[i, j] = m["stability"]
+        mesh = stability_map(ax, gammas, strong, lam, diverged, unsettled, norm=norm)
+        ax.set_xlabel(r"output coupling $\gamma$")
         ax.set_ylabel("inversion strength below the output")
-        ax.set_title(f"output-only schedule, GAIT, L = {depth}: x = diverged", fontsize=9)
-        fig.colorbar(mesh, ax=ax, label="largest real eigenvalue at steady state (1/tau)")
-    fig.tight_layout()
-    fig.savefig(out / "coupling_stability.png", dpi=110)
-    plt.close(fig)
-
-
-def _edges(centres, log=False):
-    """Cell edges around sorted grid centres (geometric midpoints when ``log``)."""
-    c = np.log10(centres) if log else np.asarray(centres, dtype=float)
-    if len(c) == 1:
-        e = np.array([c[0] - 0.5, c[0] + 0.5])
-    else:
-        mid = (c[1:] + c[:-1]) / 2
-        e = np.concatenate([[2 * c[0] - mid[0]], mid, [2 * c[-1] - mid[-1]]])
-    return 10**e if log else e
+        ax.set_title(f"output-only schedule, GAIT, L = {depth}: stability map", fontsize=10)
+    if mesh is not None:
+        stability_colorbar(fig, mesh, axes[1, :])
+    handles = legend_handles(schedules=circuit.SCHEDULES)
+    handles += [line_handle("diverged (marker: schedule)", ls="none", marker="o", mfc="none", color=DIVERGED_COLOR,
+                            ms=8, mew=1.5),
+                patch_handle("map: diverged", color="0.3"),
+                line_handle("map: not settled in the time limit", ls="none", marker=".", color="k")]
+    fig.legend(handles=handles, loc="outside lower center", ncols=3, fontsize=8)
+    save_figure(fig, out / "coupling_stability.png")
+    return fig

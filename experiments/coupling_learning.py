@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import time
 
-from analysis.plots import use_agg
+import numpy as np
+
+from analysis.plots import RULE_COLORS, line_style, new_figure, save_figure, sequential_colors
 from models.errors import ValidationError
 from models.training import TrainConfig
 from models.validation import check_count, check_gamma, check_positive
@@ -135,23 +137,27 @@ def print_table(rows, gammas, noises):
 
 
 def plot(rows, gammas, noises, out):
-    plt = use_agg()
-    fig, ax = plt.subplots(figsize=(6, 4))
+    """Final test accuracy against gamma: the circuit per noise level (solid), discrete GAIT (dotted), BP, chance."""
+    fig, axes = new_figure(figsize=(7.5, 4.2))
+    ax = axes[0, 0]
     bp = _find(rows, rule="bp")
     if bp:
-        ax.axhline(bp["final_test_accuracy"], color="k", lw=1, label="BP")
+        ax.axhline(100 * bp["final_test_accuracy"], color=RULE_COLORS["bp"], lw=1.2, label="BP")
     sel = [_find(rows, engine="discrete", rule="gait", gamma=g) for g in gammas]
-    ax.semilogx([g for g, r in zip(gammas, sel) if r], [r["final_test_accuracy"] for r in sel if r], "k--o", ms=4,
-                label="discrete GAIT")
-    for c, v in enumerate(noises):
+    ax.semilogx([g for g, r in zip(gammas, sel) if r], [100 * r["final_test_accuracy"] for r in sel if r],
+                label="discrete GAIT", **line_style(rule="gait", engine="discrete", color="0.35"))
+    colors = sequential_colors(len(noises), "plasma", stop=0.8)
+    for color, v in zip(colors, noises):
         sel = [_find(rows, engine="circuit", noise=v, gamma=g) for g in gammas]
-        ax.semilogx([g for g, r in zip(gammas, sel) if r], [r["final_test_accuracy"] for r in sel if r], "-o",
-                    ms=4, color=f"C{c}", label=f"circuit, noise {v:g}")
-    ax.axhline(0.1, color="0.6", lw=0.8, ls=":", label="chance")
-    ax.set_xlabel("coupling gamma (uniform)")
-    ax.set_ylabel("final test accuracy")
-    ax.set_title("learning by the circuit: accuracy against coupling and noise", fontsize=10)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "coupling_learning.png", dpi=110)
-    plt.close(fig)
+        ax.semilogx([g for g, r in zip(gammas, sel) if r], [100 * r["final_test_accuracy"] for r in sel if r],
+                    label="circuit, " + ("no noise" if v == 0 else rf"noise $\sigma$ = {v:.0e}"),
+                    **line_style(engine="fast", color=color))
+    ax.axhline(10, color="0.6", lw=0.8, ls=":", label="chance (10 classes)")
+    ax.set_xlabel(r"coupling $\gamma$ (every layer)")
+    ax.set_ylabel("final test accuracy (%)")
+    best = max([100 * r["final_test_accuracy"] for r in rows] + [10.0])
+    ax.set_ylim(0, min(100.0, 10 * np.ceil(best / 10) + 5))
+    ax.set_title("Learning by the circuit: accuracy against the coupling and the noise", fontsize=10)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0)
+    save_figure(fig, out / "coupling_learning.png")
+    return fig

@@ -13,21 +13,34 @@ with backpropagation.  Runs both engines (fast and Brian2) in well under a minut
 from __future__ import annotations
 
 import numpy as np
+from matplotlib.figure import Figure
 
 import circuit
 import models
 from analysis.metrics import cosine
-from analysis.plots import scatter_updates, use_agg
+from analysis.plots import (
+    RULE_COLORS,
+    line_handle,
+    new_figure,
+    power_of_ten,
+    save_figure,
+    scaled_label,
+    scatter_updates,
+)
 from circuit.brian import equations
 
 from .common import Progress, compare_with_reference, write_summary
 from .datasets import load_embedded
 
 DESCRIPTION = __doc__
+#: Colours of the four units drawn per layer (arbitrary units: a palette apart from the rules' colours).
+UNIT_COLORS = ("#1b9e77", "#d95f02", "#7570b3", "#e7298a")
 
 
 def add_arguments(parser):
-    parser.add_argument("--gamma", type=float, default=1e-3, help="feedback coupling (default 1e-3)")
+    parser.add_argument("--gamma", type=float, default=1e-2,
+                        help="feedback coupling (default 1e-2: both engines settle; at 1e-3 Brian2's absolute rates "
+                             "cannot resolve layer 1's deviation and it stops at its time limit)")
     parser.add_argument("--mode", choices=circuit.MODES, default="gait")
     parser.add_argument("--engines", default="fast,brian2", help="comma-separated (default fast,brian2)")
     parser.add_argument("--batch", type=int, default=6)
@@ -72,60 +85,90 @@ def run(args, out):
                 "rel_error_update_vs_gait": row["rel_error_update"], "cosine_circuit_bp": row["cosine_bp"],
                 "cosine_gait_bp": cosine(ref_dW[layer], bp[layer]),
                 "settle_time_tau": state.time_in_tau, "max_residual": float(np.max(state.residual)),
+                "converged_samples": int(np.sum(state.converged)), "samples": int(state.converged.size),
             })
         progress.step(f"{name}: settled, residual {np.max(state.residual):.1e}")
     print("\nBrian2 equations of every layer (generated from the specification; tau = "
           f"{spec.tau * 1e3:g} ms):\n" + "\n".join("    " + line for line in equations(spec).splitlines()))
-    print(f"\ncircuit ({args.mode} coupling, gamma = {args.gamma:g}) against discrete {args.mode.upper()} and BP")
-    print(f"{'engine':<8}{'layer':>6}{'target err':>12}{'update err':>12}{'cos(circ,BP)':>14}{'cos(GAIT,BP)':>14}"
-          f"{'residual':>10}")
-    for r in rows:
-        print(f"{r['engine']:<8}{r['layer']:>6}{r['rel_error_target']:>12.2e}{r['rel_error_update_vs_gait']:>12.2e}"
-              f"{r['cosine_circuit_bp']:>14.5f}{r['cosine_gait_bp']:>14.5f}{r['max_residual']:>10.1e}")
+    print_table(rows, args.mode, args.gamma)
     plot_trajectories(trajectories[engines[0]], reference, k, spec, out, engines[0])
-    plot_updates(updates, ref_dW, bp, out)
+    plot_updates(updates, ref_dW, bp, out, args.mode)
     write_summary(out, "demo", {**vars(args), "batch": batch, "widths": list(net.widths)}, rows=rows)
 
 
+def print_table(rows, mode, gamma):
+    """Per engine and layer: errors against the discrete rule, cosines with BP and whether the settle converged."""
+    print(f"\ncircuit ({mode} coupling, gamma = {gamma:g}) against discrete {mode.upper()} and BP")
+    print(f"{'engine':<8}{'layer':>6}{'target err':>12}{'update err':>12}{'cos(circ,BP)':>14}"
+          f"{f'cos({mode.upper()},BP)':>14}{'converged':>11}{'residual':>10}{'settle (tau)':>14}")
+    for r in rows:
+        settle = "direct" if not np.isfinite(r["settle_time_tau"]) else f"{r['settle_time_tau']:.0f}"
+        settle += " (limit)" if r["converged_samples"] < r["samples"] else ""
+        print(f"{r['engine']:<8}{r['layer']:>6}{r['rel_error_target']:>12.2e}{r['rel_error_update_vs_gait']:>12.2e}"
+              f"{r['cosine_circuit_bp']:>14.5f}{r['cosine_gait_bp']:>14.5f}"
+              f"{str(r['converged_samples']) + '/' + str(r['samples']):>11}{r['max_residual']:>10.1e}{settle:>14}")
+    unsettled = sorted({r["engine"] for r in rows if r["converged_samples"] < r["samples"]})
+    print("converged: samples whose relative residual reached the engine's tolerance; residual: the largest one;\n"
+          "settle: simulated time to convergence (direct: solved for the steady state)")
+    for name in unsettled:
+        print(f"note: {name} did NOT converge: its rows are the state at its time limit, not the steady state\n"
+              "      (absolute rates cannot resolve deviations near 1e-16 of the rates: use a larger --gamma or the "
+              "fast engine)")
+
+
 def plot_trajectories(trajectories, reference, k, spec, out, engine_name):
-    plt = use_agg()
+    """Free phase from rest (top) and nudged phase (bottom) of four units per layer, sample 0."""
     free, nudged = trajectories
     L = spec.depth
-    fig, axes = plt.subplots(2, L, figsize=(3.2 * L, 6), squeeze=False)
-    units = [0, 1, 2, 3]
+    fig = Figure(figsize=(3.1 * L + 0.6, 6.6), layout="constrained")
+    top, bottom = fig.subfigures(2, 1)
+    top_axes, bottom_axes = top.subplots(1, L), bottom.subplots(1, L)
     for i in range(L):
-        ax = axes[0, i]
-        for j, u in enumerate(units):
-            ax.plot(free.times * 1e3, free.rates[i][:, 0, u], color=f"C{j}")
-            ax.axhline(free.rates[i][-1, 0, u], color=f"C{j}", lw=0.5, ls=":")
-        ax.set_title(f"layer {i + 1}: free phase from rest", fontsize=9)
+        ax = top_axes[i]
+        for c, u in zip(UNIT_COLORS, range(len(UNIT_COLORS))):
+            ax.plot(free.times * 1e3, free.rates[i][:, 0, u], color=c)
+            ax.axhline(free.rates[i][-1, 0, u], color=c, lw=0.6, ls=":")
+        ax.set_title(f"layer {i + 1}" + (" (output)" if i == L - 1 else ""), fontsize=10)
         ax.set_xlabel("time (ms)")
-        ax.set_ylabel("rate r")
-        ax = axes[1, i]
-        for j, u in enumerate(units):
-            scaled = nudged.deviations[i][:, 0, u] / k[i][0, u] if k[i][0, u] > 0 else nudged.deviations[i][:, 0, u]
-            ax.plot(nudged.times * 1e3, scaled, color=f"C{j}")
-            if k[i][0, u] > 0:
-                ax.axhline(reference.deviations[i][0, u], color=f"C{j}", lw=0.8, ls="--")
-        ax.set_title(f"layer {i + 1}: nudged, (r - y) / k", fontsize=9)
+        ax = bottom_axes[i]
+        lines = []
+        for c, u in zip(UNIT_COLORS, range(len(UNIT_COLORS))):
+            coupled = k[i][0, u] > 0
+            scaled = nudged.deviations[i][:, 0, u] / k[i][0, u] if coupled else nudged.deviations[i][:, 0, u]
+            lines.append((c, scaled, reference.deviations[i][0, u] if coupled else None))
+        scale = power_of_ten(np.concatenate([s for _, s, _ in lines]))
+        for c, scaled, ref in lines:
+            ax.plot(nudged.times * 1e3, scaled / 10.0**scale, color=c)
+            if ref is not None:
+                ax.axhline(ref / 10.0**scale, color=c, lw=0.9, ls="--")
+        ax.set_title(f"layer {i + 1}" + (" (output)" if i == L - 1 else ""), fontsize=10)
         ax.set_xlabel("time (ms)")
-    axes[1, 0].set_ylabel("deviation / coupling\n(dashed: discrete GAIT t - y)")
-    fig.suptitle(f"Circuit dynamics ({engine_name} engine, tau = {spec.tau * 1e3:g} ms, sample 0, "
-                 "four units per layer)")
-    fig.tight_layout()
-    fig.savefig(out / "demo_trajectories.png", dpi=110)
-    plt.close(fig)
+        ax.set_ylabel(scaled_label(r"$(r - y)/k$", scale))
+    top_axes[0].set_ylabel("rate $r$ (dimensionless)")
+    top.suptitle(f"Free phase: input clamped, rates relax from rest to the forward pass $y$ ({engine_name} engine, "
+                 f"tau = {spec.tau * 1e3:g} ms, one image, four units per layer)", fontsize=11)
+    bottom.suptitle(f"Nudged phase: output nudged toward the label ({spec.mode.upper()} coupling, "
+                    rf"$\gamma$ = {spec.gamma.max():g}); each layer's deviation / coupling $k$", fontsize=11)
+    bottom.legend(handles=[line_handle("circuit", color="0.3"),
+                           line_handle("forward pass (free steady state)", color="0.3", ls=":", lw=0.6),
+                           line_handle(rf"discrete {spec.mode.upper()} target deviation $t - y$ (the gap: the "
+                                       r"circuit's O($\gamma$) bias)", color="0.3", ls="--", lw=0.9)],
+                  loc="outside lower center", ncols=3, fontsize=8)
+    save_figure(fig, out / "demo_trajectories.png")
+    return fig
 
 
-def plot_updates(updates, ref_dW, bp, out):
-    plt = use_agg()
+def plot_updates(updates, ref_dW, bp, out, mode="gait"):
+    """The circuit's update (first engine) against discrete GAIT (top) and BP (bottom), entry by entry per layer."""
     name = next(iter(updates))
     L = len(ref_dW)
-    fig, axes = plt.subplots(2, L, figsize=(3 * L, 5.6), squeeze=False)
+    fig, axes = new_figure(2, L, figsize=(3 * L, 6))
     for i in range(L):
-        scatter_updates(axes[0, i], ref_dW[i], updates[name][i], xlabel=f"discrete GAIT, layer {i + 1}",
-                        ylabel=f"circuit ({name})")
-        scatter_updates(axes[1, i], bp[i], updates[name][i], xlabel=f"BP, layer {i + 1}", ylabel=f"circuit ({name})")
-    fig.tight_layout()
-    fig.savefig(out / "demo_updates.png", dpi=110)
-    plt.close(fig)
+        scatter_updates(axes[0, i], ref_dW[i], updates[name][i], xlabel=f"discrete {mode.upper()}",
+                        ylabel=f"circuit ({name})", title=f"layer {i + 1}", color=RULE_COLORS[mode])
+        scatter_updates(axes[1, i], bp[i], updates[name][i], xlabel="BP", ylabel=f"circuit ({name})",
+                        title=f"layer {i + 1}", color=RULE_COLORS[mode])
+    fig.suptitle(f"Weight updates, entry by entry: the circuit's local rule ({name} engine) against discrete "
+                 f"{mode.upper()} (top) and BP (bottom); dashed: equal")
+    save_figure(fig, out / "demo_updates.png")
+    return fig

@@ -17,7 +17,7 @@ import numpy as np
 import circuit
 import models
 from analysis.metrics import loglog_slope
-from analysis.plots import use_agg
+from analysis.plots import legend_handles, line_handle, line_style, new_figure, save_figure, sequential_colors
 
 from .common import Progress, compare_with_reference, write_summary
 
@@ -90,35 +90,45 @@ def print_table(rows, slopes, engines, layers):
             print(f"{'gamma':>8}" + "".join(f"{'layer ' + str(i):>22}" for i in range(1, layers + 1)))
             sel = [r for r in rows if r["engine"] == engine_name and r["mode"] == mode]
             for gamma in sorted({r["gamma"] for r in sel}, reverse=True):
-                cells = [f"{r['rel_error_update']:.2e} ({r['cosine_bp']:+.4f})" for r in sel if r["gamma"] == gamma]
+                cells = [f"{r['rel_error_update']:.2e} ({r['cosine_bp']:+.4f})"
+                         + ("*" if r["converged_fraction"] < 1 else "") for r in sel if r["gamma"] == gamma]
                 print(f"{gamma:>8.0e}" + "".join(f"{c:>22}" for c in cells))
             fits = [s for s in slopes
                     if s["engine"] == engine_name and s["mode"] == mode and s["gamma_range"][1] == 1e-2]
             print(f"{'slope':>8}" + "".join(f"{s['slope']:>22.3f}" for s in fits)
                   + "   (fit over 1e-4 <= gamma <= 1e-2)")
+            if any(r["converged_fraction"] < 1 for r in sel):
+                print("   * some samples did not settle to the engine's tolerance within its time limit: the state "
+                      "reached then")
 
 
 def plot(rows, engines, layers, out):
-    plt = use_agg()
-    fig, axes = plt.subplots(2, len(circuit.MODES), figsize=(11, 7), squeeze=False)
-    styles = {"fast": "-", "brian2": "--"}
+    """Update error against gamma (top) and cosine with BP (bottom), per mode: colour = layer, style = engine."""
+    fig, axes = new_figure(2, len(circuit.MODES), figsize=(11, 7.5), sharex=True)
+    colors = sequential_colors(layers)
     for c, mode in enumerate(circuit.MODES):
         for engine_name in engines:
             for layer in range(1, layers + 1):
-                sel = sorted((r["gamma"], r["rel_error_update"], r["cosine_bp"]) for r in rows
+                sel = sorted((r["gamma"], r["rel_error_update"], r["cosine_bp"], r["converged_fraction"]) for r in rows
                              if r["engine"] == engine_name and r["mode"] == mode and r["layer"] == layer)
-                g, err, cos = zip(*sel)
-                color = f"C{layer - 1}"
-                axes[0, c].loglog(g, err, styles.get(engine_name, ":"), marker="o", color=color, ms=3,
-                                  label=f"{engine_name}, layer {layer}")
-                axes[1, c].semilogx(g, cos, styles.get(engine_name, ":"), marker="o", color=color, ms=3)
+                g, err, cos, conv = map(np.array, zip(*sel))
+                style = line_style(engine=engine_name, color=colors[layer - 1])
+                axes[0, c].loglog(g, err, **style)
+                axes[1, c].semilogx(g, cos, **style)
+                if np.any(conv < 1):  # not settled to the engine's tolerance within its time limit
+                    axes[0, c].loglog(g[conv < 1], err[conv < 1], "x", color="#D55E00", ms=7, mew=1.2)
         gg = np.array([1e-4, 1e-1])
-        axes[0, c].loglog(gg, gg, color="k", lw=0.6, label="slope 1")
-        axes[0, c].set_title(f"{mode} coupling: circuit update vs discrete {mode.upper()}")
-        axes[0, c].set_ylabel("relative error")
-        axes[1, c].set_ylabel("cosine with BP")
-        axes[1, c].set_xlabel("coupling gamma")
-        axes[0, c].legend(fontsize=6, ncol=2)
-    fig.tight_layout()
-    fig.savefig(out / "equilibrium_errors.png", dpi=110)
-    plt.close(fig)
+        axes[0, c].loglog(gg, gg, color="0.6", lw=0.8)
+        axes[0, c].set_title(f"{mode.upper()} coupling: circuit update vs discrete {mode.upper()}", fontsize=10)
+        axes[0, c].set_ylabel("relative error of the update")
+        axes[1, c].set_ylabel("cosine of the update with BP")
+        axes[1, c].set_xlabel(r"coupling $\gamma$")
+    handles = [line_handle(f"layer {i + 1}" + (" (output)" if i == layers - 1 else ""), color=colors[i], lw=2)
+               for i in range(layers)]
+    handles += legend_handles(engines=engines) + [line_handle(r"slope 1 (error $\propto \gamma$)", color="0.6", lw=0.8)]
+    if any(r["converged_fraction"] < 1 for r in rows):
+        handles.append(line_handle("did not settle within the time limit", ls="none", marker="x", color="#D55E00",
+                                   ms=7, mew=1.2))
+    fig.legend(handles=handles, loc="outside right upper", fontsize=8)
+    save_figure(fig, out / "equilibrium_errors.png")
+    return fig

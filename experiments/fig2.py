@@ -8,7 +8,7 @@ fig3 and reused when already trained (see experiments/grid.py).
 
 from __future__ import annotations
 
-from analysis.plots import use_agg
+from analysis.plots import integer_ticks, legend_handles, line_style, new_figure, save_figure
 from models.errors import ValidationError
 
 from .common import write_summary
@@ -19,6 +19,7 @@ from .grid import (
     grid_settings,
     print_table,
     run_grid,
+    seeds_note,
     table,
     test_std_percent,
 )
@@ -52,22 +53,29 @@ def run(args, out):
     rows = run_grid(args, unique, "fig2", settings)
     summary = table(rows)
     print_table(summary)
-    plt = use_agg()
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    plot(summary, rules, datasets, out)
+    write_summary(out, "fig2", {**vars(args), **settings}, rows=rows, table=summary)
+
+
+def plot(summary, rules, datasets, out):
+    """A: peak test accuracy against depth; B: across datasets; C: the linear network (mean, std over seeds)."""
+    fig, axes = new_figure(1, 3, figsize=(13, 4.2), width_ratios=(1.2, 1, 1))
+    ax = axes[0, 0]
     for rule in rules:
         pts = sorted((int(s["arch"][2:]), 100 * s["test_mean"], test_std_percent(s)) for s in summary
                      if s["panel"] == "A" and s["rule"] == rule)
         if pts:
             h, m, e = zip(*pts)
-            axes[0].errorbar(h, m, yerr=e, marker="o", capsize=3, label=rule.upper())
-    axes[0].set_xlabel("hidden layers")
-    axes[0].set_ylabel("peak test accuracy (%)")
-    axes[0].set_title(f"A: depth ({datasets[0]})", fontsize=9)
-    axes[0].legend(fontsize=7)
-    bar_plot(axes[1], [s for s in summary if s["panel"] == "B"], "dataset", rules, "B: 4 hidden layers")
-    bar_plot(axes[2], [s for s in summary if s["panel"] == "C"], "dataset", rules,
-             "C: linear, 4 hidden layers, no regulariser")
-    fig.tight_layout()
-    fig.savefig(out / "fig2.png", dpi=110)
-    plt.close(fig)
-    write_summary(out, "fig2", {**vars(args), **settings}, rows=rows, table=summary)
+            ax.errorbar(h, m, yerr=e, capsize=3, marker="o", **line_style(rule=rule))
+    ax.set_xlabel("hidden layers (784 units each)")
+    ax.set_ylabel("peak test accuracy (%)")
+    ax.set_title(f"A: accuracy against depth ({datasets[0]})", fontsize=10)
+    integer_ticks(ax)
+    bar_plot(axes[0, 1], [s for s in summary if s["panel"] == "B"], "dataset", rules, "B: 4 hidden layers, by dataset")
+    bar_plot(axes[0, 2], [s for s in summary if s["panel"] == "C"], "dataset", rules,
+             "C: linear network, 4 hidden layers, no regulariser")
+    fig.suptitle(f"Fig. 2: BP, TP and GAIT-prop in 784-wide networks (peak test accuracy; {seeds_note(summary)})",
+                 fontsize=11)
+    fig.legend(handles=legend_handles(rules=rules), loc="outside lower center", ncols=len(rules), fontsize=9)
+    save_figure(fig, out / "fig2.png")
+    return fig

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 import models
+from analysis.plots import accuracy_bars
 from models.errors import ValidationError
 from models.training import TrainConfig, train, with_defaults
 from models.validation import check_count
@@ -156,15 +157,17 @@ def _mean_std(mean: float, std: float | None) -> str:
 
 
 def bar_plot(ax, summary, group_key: str, rules, title: str):
+    """Peak test accuracy (%) per ``group_key`` value, a bar per rule (rule colours), std over seeds as error bars."""
     groups = sorted({s[group_key] for s in summary}, key=str)
-    width = 0.8 / max(len(rules), 1)
-    for k, rule in enumerate(rules):
-        vals = [next((s for s in summary if s[group_key] == g and s["rule"] == rule), None) for g in groups]
-        xs = np.arange(len(groups)) + k * width
-        ax.bar(xs, [100 * v["test_mean"] if v else 0 for v in vals], width,
-               yerr=[test_std_percent(v) if v else np.nan for v in vals], label=rule.upper(), capsize=3)
-    ax.set_xticks(np.arange(len(groups)) + width * (len(rules) - 1) / 2)
-    ax.set_xticklabels([str(g) for g in groups])
-    ax.set_ylabel("peak test accuracy (%)")
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7)
+    cells = {(s[group_key], s["rule"]): s for s in summary}
+    accuracy_bars(ax, groups, rules, {key: 100 * s["test_mean"] for key, s in cells.items()},
+                  {key: test_std_percent(s) for key, s in cells.items()})
+    ax.set_title(title, fontsize=10)
+
+
+def seeds_note(summary) -> str:
+    """What a figure's error bars show: "std over N seeds", or that one seed has none."""
+    seeds = sorted({s["seeds"] for s in summary})
+    if seeds == [1]:
+        return "one seed: no error bars"
+    return f"error bars: std over {seeds[0] if len(seeds) == 1 else f'{seeds[0]}-{seeds[-1]}'} seeds"

@@ -20,6 +20,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import models
+from analysis.plots import learning_curves, new_figure, save_figure
 from models.errors import ValidationError
 from models.training import TrainConfig, TrainResult, check_training_data
 from models.validation import check_count
@@ -164,19 +165,11 @@ def record_run(result: TrainResult, out: Path) -> None:
     plot_curves(result.rows, result.config, Path(out) / "learning_curves.png")
 
 
-def plot_curves(rows: list, cfg: TrainConfig, path: Path) -> None:
-    """Loss and accuracy against epoch (train subset, test, running) on an explicit Figure (no pyplot state)."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(9, 3.5))
-    for ax, metric in zip(fig.subplots(1, 2), ("loss", "accuracy")):
-        for split in ("train", "test", "train_running"):
-            pts = [(r["epoch"], r["value"]) for r in rows if r["split"] == split and r["metric"] == metric]
-            if pts:
-                ax.plot(*zip(*pts), marker="o", ms=3, label=split, ls=":" if split == "train_running" else "-")
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(metric)
-        ax.legend(fontsize=8)
-    fig.suptitle(f"{cfg.rule.upper()} on {cfg.dataset}, widths {cfg.widths}", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+def plot_curves(rows: list, cfg: TrainConfig, path: Path):
+    """learning_curves.png: loss and accuracy against epoch (test set, training subset, running mean)."""
+    fig, axes = new_figure(1, 2, figsize=(9.5, 3.6))
+    learning_curves(axes[0], rows, rule=cfg.rule, loss=cfg.loss)
+    engine = " by the circuit" if cfg.engine == "circuit" else ""
+    fig.suptitle(f"{cfg.rule.upper()}{engine} on {cfg.dataset}, widths {'-'.join(map(str, cfg.widths))}", fontsize=10)
+    save_figure(fig, path)
+    return fig
