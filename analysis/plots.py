@@ -279,6 +279,8 @@ def accuracy_bars(ax: Axes, groups: list, rules, means: dict, stds: dict | None 
     label_values : bool
         Write each bar's value on it.
 
+    Notes
+    -----
     The rules' legend belongs to the caller (e.g. one figure legend from :func:`legend_handles`),
     so that it never covers a bar.
     """

@@ -1,1 +1,1 @@
-"""Runnable studies: ``python -m experiments --help`` lists them."""
+"""Runnable studies: ``gaitcircuit --help`` (or ``python -m experiments --help``) lists them."""

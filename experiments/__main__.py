@@ -1,24 +1,31 @@
-"""``python -m experiments NAME [--out DIR] [--quick] [--overwrite]``: run one study; ``--help`` lists them.
+"""``gaitcircuit STUDY [--out DIR] [--quick] [--overwrite] ...``: run one study (also ``python -m experiments``).
 
-Every study checks its arguments (a module's optional ``validate(args)``), then takes the lock of
-``--out`` and checks that it can write there (:func:`experiments.common.prepare_out`) before it
-computes.  Bad arguments, a busy or occupied ``--out`` and missing data end with a one-line
-message and exit status 2 (a damaged checkpoint: 1), never a traceback.
+``gaitcircuit --help`` lists the studies, ``gaitcircuit STUDY --help`` their options (every one
+with its default), ``gaitcircuit --version`` the version; docs/cli.md describes the vocabulary
+they share.  Every study checks its arguments (a module's optional ``validate(args)``), then
+takes the lock of ``--out`` and checks that it can write there
+(:func:`experiments.common.prepare_out`) before it computes.  Bad arguments, a busy or
+occupied ``--out`` and missing data end with a one-line message and exit status 2 (a damaged
+checkpoint: 1), never a traceback.
 """
 
 from __future__ import annotations
 
-import argparse
+import configparser
 import importlib
+import importlib.metadata
 import os
 import sys
 import time
+from pathlib import Path
 
 #: Commands whose results must not depend on how the process was started.  OpenBLAS rounds
 #: differently when it starts with several threads and is limited to one later than when it
 #: starts with one (as under ``taskset -c 1``), so these start it with one thread (training
 #: uses one BLAS thread anyway) before numpy loads: the same run gives the same bits whatever
 #: the CPUs it sees, and ``--resume`` continues it exactly.
+#: The console script ``gaitcircuit`` imports this module with its own command line in
+#: ``sys.argv`` too, so it starts OpenBLAS in the same way.
 SINGLE_THREAD_BLAS_COMMANDS = ("train", "fig2", "fig3")
 if len(sys.argv) > 1 and sys.argv[1] in SINGLE_THREAD_BLAS_COMMANDS and "numpy" not in sys.modules:
     os.environ["OPENBLAS_NUM_THREADS"] = "1"
@@ -32,6 +39,7 @@ from models.errors import (  # noqa: E402
 )
 
 from .common import prepare_out, tune_allocator  # noqa: E402  (after the BLAS set-up above)
+from .options import Parser, program_name, unknown_options_message  # noqa: E402
 
 #: Errors that end a command with a one-line message (no traceback) and this exit status.
 USER_ERRORS = ((ValidationError, 2), (RunExistsError, 2), (RunDirBusyError, 2), (DataNotFoundError, 2),
@@ -49,19 +57,38 @@ EXPERIMENTS = {
     "fig3": "Fig. 3: full-width against reduced-width networks with auxiliary units",
     "alignment": "Fig. 1 (right): TP/ITP/GAIT updates against BP in an untrained 784-wide network",
     "bench": "per-batch time of training steps (BP, TP, GAIT; with/without regulariser) and GFLOP/s",
+    "inverse_error": "how exact must the inverse be: GAIT-prop with imperfect feedback weights (discrete reference)",
 }
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m experiments",
-        description="GAIT-prop circuit simulator: runnable studies. Each writes figures and "
-                    "summary.json to --out.",
-    )
-    sub = parser.add_subparsers(dest="experiment", metavar="EXPERIMENT")
+def version() -> str:
+    """The version of the running code: its checkout's setup.cfg, else the installed package's metadata.
+
+    A source checkout's setup.cfg comes first: an editable install's metadata keeps the version
+    of the day it was installed, and another checkout may be the one installed.
+    """
+    setup_cfg = configparser.ConfigParser()
+    setup_cfg.read(Path(__file__).resolve().parents[1] / "setup.cfg")
+    if setup_cfg.get("metadata", "name", fallback=None) == "gaitcircuit":
+        return setup_cfg.get("metadata", "version", fallback="unknown")
+    try:
+        return importlib.metadata.version("gaitcircuit")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def build_parser(prog: str | None = None) -> tuple[Parser, dict]:
+    """The command line: (parser, {study: its subparser}); ``prog`` defaults to how the process was started."""
+    prog = prog or program_name()
+    parser = Parser(prog=prog, description="GAIT-prop circuit simulator: runnable studies. Each writes figures "
+                                           "and summary.json to --out; STUDY --help lists its options.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}",
+                        help="print the version and exit")
+    sub = parser.add_subparsers(dest="experiment", metavar="STUDY")
+    studies = {}
     for name, description in EXPERIMENTS.items():
         p = sub.add_parser(name, help=description, description=description)
-        p.add_argument("--out", default=f"results/{name}", help="output directory (default: %(default)s)")
+        p.add_argument("--out", default=f"results/{name}", metavar="DIR", help="output directory")
         p.add_argument("--quick", action="store_true",
                        help="a reduced version that runs in well under a minute (changes only the defaults of the "
                             "options not given)")
@@ -69,7 +96,27 @@ def main(argv=None) -> int:
                        help="write into --out even if it holds a training run or another study's results (train: "
                             "start anew, replacing the run there)")
         importlib.import_module(f"experiments.{name}").add_arguments(p)
-    args = parser.parse_args(argv)
+        studies[name] = p
+    return parser, studies
+
+
+def main(argv=None, prog: str | None = None) -> int:
+    """Run the study named on the command line (``argv``, default ``sys.argv[1:]``); return the exit status.
+
+    The console script ``gaitcircuit`` calls this.  ``prog``: the name in help and error
+    messages (default: ``gaitcircuit`` or ``python -m experiments``, as the process was started).
+    """
+    parser, studies = build_parser(prog)
+    try:
+        args, extra = parser.parse_known_args(argv)
+        if extra:
+            if args.experiment is None:
+                parser.error(f"unrecognized arguments: {' '.join(extra)}")
+            study = studies[args.experiment]
+            study.error(unknown_options_message(args.experiment, extra,
+                                                [o for a in study._actions for o in a.option_strings]))
+    except SystemExit as done:  # --help, --version, a usage error
+        return done.code if isinstance(done.code, int) else 2
     if args.experiment is None:
         parser.print_help()
         return 2
@@ -83,7 +130,7 @@ def main(argv=None) -> int:
             module.run(args, out)
     except tuple(kind for kind, _ in USER_ERRORS) as err:
         status = next(code for kind, code in USER_ERRORS if isinstance(err, kind))
-        print(f"python -m experiments {args.experiment}: error: {err}", file=sys.stderr)
+        print(f"{parser.prog} {args.experiment}: error: {err}", file=sys.stderr)
         return status
     print(f"[{args.experiment}] done in {time.perf_counter() - start:.1f} s; results in {out}/", file=sys.stderr)
     return 0

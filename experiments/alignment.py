@@ -9,34 +9,56 @@ orthogonal weights only; TP does not align.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 import models
 from analysis.metrics import cosine
 from analysis.plots import RULE_COLORS, cosine_by_layer, new_figure, rule_label, save_figure, scatter_updates
+from models.errors import ValidationError
 from models.regularizer import orthogonality_gradient
+from models.validation import check_count, check_gamma
 
 from .common import Progress, write_summary
 from .datasets import load_embedded
+from .options import given_or, quick_help
 
 DESCRIPTION = __doc__
 
 
+#: option -> (default, default with --quick)
+QUICK = {"batch": (60, 20)}
+
+
 def add_arguments(parser):
-    parser.add_argument("--width", type=int, default=784, help="layer width (default 784, the input size)")
-    parser.add_argument("--hidden", type=int, default=4, help="number of hidden layers (default 4)")
-    parser.add_argument("--batch", type=int, default=60, help="batch size (default 60)")
-    parser.add_argument("--gamma", type=float, default=1e-3, help="ITP/GAIT increment (default 1e-3)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--checkpoint", help="a training checkpoint (train's checkpoint.npz): measure alignment on "
-                                             "its trained weights instead of untrained ones")
+    parser.add_argument("--width", type=int, default=784, help="layer width (784: the input size)")
+    parser.add_argument("--hidden", type=int, default=4, metavar="N", help="hidden layers")
+    parser.add_argument("--batch", type=int, help=quick_help("test images", *QUICK["batch"]))
+    parser.add_argument("--gamma", type=float, default=1e-3, help="ITP/GAIT increment, in (0, 1]")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the weights")
+    parser.add_argument("--checkpoint", metavar="FILE",
+                        help="a training checkpoint (train's checkpoint.npz): measure alignment on its trained "
+                             "weights instead of untrained ones (default: untrained weights)")
+
+
+def validate(args) -> dict:
+    """The study's settings (given options, --quick's defaults for the others); ValidationError if any is bad."""
+    if check_count("--width", args.width) > 784:
+        raise ValidationError(f"--width: expected at most 784 (the input size), got {args.width}")
+    check_count("--hidden", args.hidden, 0)
+    check_gamma(args.gamma, 1, allow_one=True, name="--gamma")
+    if args.checkpoint is not None and not Path(args.checkpoint).is_file():
+        raise ValidationError(f"--checkpoint: expected a training checkpoint file, got {args.checkpoint!r} "
+                              "(no such file)")
+    return {"batch": check_count("--batch", given_or(args, "batch", *QUICK["batch"]))}
 
 
 def run(args, out):
+    batch = validate(args)["batch"]
     if args.checkpoint:
-        return run_checkpoint(args, out)
+        return run_checkpoint(args, out, batch)
     data = load_embedded()
-    batch = 20 if args.quick else args.batch
     x = data.test_x[:batch]
     labels = data.test_y[:batch]
     widths = [784] + [args.width] * (args.hidden + 1)
@@ -119,7 +141,7 @@ def gait_cosine_by_batch(data, widths, seed, quick=False):
     return rows
 
 
-def run_checkpoint(args, out):
+def run_checkpoint(args, out, batch: int):
     """Alignment with BP and orthogonality of a trained network (why does GAIT follow BP, or not?)."""
     import json
 
@@ -136,7 +158,7 @@ def run_checkpoint(args, out):
         # Adam's step per unit lr, |m| / (sqrt(v) + eps), bias correction left out (~1 after training)
         steps = [np.abs(ckpt[f"m{i}"]) / (np.sqrt(ckpt[f"v{i}"]) + opt.eps) for i in range(net.depth)]
     data = load_embedded()
-    x, labels = data.test_x[: args.batch], data.test_y[: args.batch]
+    x, labels = data.test_x[:batch], data.test_y[:batch]
     fwd = net.forward(x)
     # the trained network's own loss and task units (the probe batch is always embedded Fashion-MNIST images)
     target = models.constructed_target(cfg.loss, fwd.rates[-1], labels, net.n_out)
@@ -169,6 +191,6 @@ def run_checkpoint(args, out):
           + ", ".join(f"{a:.3f}" for a in adam_step)
           + f"; output task rows {adam_out['task_rows']:.3f}"
           + (f", auxiliary rows {adam_out['auxiliary_rows']:.3f}" if adam_out["auxiliary_rows"] is not None else ""))
-    write_summary(out, "alignment", {**vars(args), "trained_config": meta["config"]}, rows=rows,
+    write_summary(out, "alignment", {**vars(args), "batch": batch, "trained_config": meta["config"]}, rows=rows,
                   orthogonality_error=ortho, regulariser_over_task=reg_share, adam_step_hidden=adam_step,
                   adam_step_output=adam_out)

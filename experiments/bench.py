@@ -17,10 +17,13 @@ import numpy as np
 
 import models
 from analysis.metrics import relative_error
+from models.errors import ValidationError
 from models.training import default_lu_threads, step_flops, train_step
+from models.validation import check_count
 
 from .common import DEFAULT_BLAS_THREADS, Progress, blas_threads, write_summary
 from .datasets import load_embedded
+from .options import given_or, quick_help
 
 DESCRIPTION = __doc__
 #: Seconds per batch of the published GAIT-prop code on this machine (784 wide, 4 hidden layers,
@@ -29,13 +32,23 @@ PUBLISHED_SECONDS_PER_BATCH = 0.65
 
 
 def add_arguments(parser):
-    parser.add_argument("--steps", type=int, default=15, help="timed steps per configuration (default 15)")
-    parser.add_argument("--width", type=int, default=784)
-    parser.add_argument("--hidden", type=int, default=4)
-    parser.add_argument("--batch", type=int, default=60)
+    parser.add_argument("--steps", type=int, help=quick_help("timed steps per configuration", 15, 4))
+    parser.add_argument("--width", type=int, default=784, help="hidden layer width, at most 784 (the input size)")
+    parser.add_argument("--hidden", type=int, default=4, metavar="N", help="hidden layers")
+    parser.add_argument("--batch", type=int, default=60, help="samples per step")
     parser.add_argument("--engine-threads", action="store_true",
                         help="only time the fast circuit engine as a script uses it (BLAS at its start-up threads), "
                              "without and with its one-BLAS-thread limit for small layers")
+
+
+def validate(args) -> None:
+    """ValidationError if an option is out of range, before anything is created."""
+    if args.steps is not None:
+        check_count("--steps", args.steps)
+    if check_count("--width", args.width) > 784:
+        raise ValidationError(f"--width: expected at most 784 (the input size), got {args.width}")
+    check_count("--hidden", args.hidden, 0)
+    check_count("--batch", args.batch)
 
 
 def _median_seconds(fn, repeats: int) -> float:
@@ -172,7 +185,7 @@ def run(args, out):
         return
     data = load_embedded()
     widths = [784] + [args.width] * (args.hidden + 1)
-    steps = 4 if args.quick else args.steps
+    steps = given_or(args, "steps", 15, 4)
     peak = matmul_peak(repeats=5 if args.quick else 15)
     with blas_threads(DEFAULT_BLAS_THREADS):
         product_floor = bp_product_floor(widths, args.batch, repeats=10 if args.quick else 30)

@@ -170,8 +170,9 @@ def write_summary(out: Path, experiment: str, config: dict, **results) -> Path:
 class Progress(tqdm):
     """A progress bar ``[name] i/n [elapsed<eta, label]`` on stderr for long work (tqdm)."""
 
-    def __init__(self, name: str, total: int):
-        super().__init__(total=total, desc=f"[{name}]", file=sys.stderr, unit="step", dynamic_ncols=True)
+    def __init__(self, name: str, total: int, unit: str = "step", initial: int = 0):
+        super().__init__(total=total, desc=f"[{name}]", file=sys.stderr, unit=unit, initial=initial,
+                         dynamic_ncols=True)
 
     def step(self, label: str = "") -> None:
         """One more step done; ``label`` names it.  The bar closes after the last."""

@@ -38,9 +38,11 @@ from analysis.plots import (
     stability_norm,
     symlog_margin_axis,
 )
+from models.validation import check_gamma, check_positive
 
 from .common import compare_with_reference, write_summary
-from .sweep import run_points
+from .options import add_size_arguments, comma_list, count_list, given_or, number_list, quick_help, sizes
+from .sweep import add_sweep_arguments, check_sweep_arguments, run_points
 
 DESCRIPTION = __doc__
 PRECISIONS = ("exact", "float64", "float32")
@@ -49,24 +51,52 @@ PRECISION_LABELS = {"exact": "exact (deviation coordinates)", "float64": "float6
 DIVERGED_COLOR = "#D55E00"
 
 
+#: option -> (default, default with --quick)
+QUICK = {"gammas": ("1e-4:0.5:13", "1e-4,1e-2,0.5"), "hidden": ("2,4", "2"), "width": (30, 12), "batch": (8, 4),
+         "noises": ("0,1e-8,1e-6,1e-4", "0,1e-4"), "precisions": (",".join(PRECISIONS), "exact,float32"),
+         "strengths": ("0.1,0.3,0.5,0.7,0.8,0.9,0.95,0.99", "0.5,0.9")}
+
+
 def add_arguments(parser):
-    parser.add_argument("--width", type=int, default=30)
-    parser.add_argument("--n-gammas", type=int, default=13, help="points of the log gamma grid 1e-4..0.5 (default 13)")
-    parser.add_argument("--depths", default="3,5", help="numbers of layers L (default 3,5)")
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--noise", default="0,1e-8,1e-6,1e-4", help="noise strengths (default 0,1e-8,1e-6,1e-4)")
-    parser.add_argument("--schedules", default=",".join(circuit.SCHEDULES))
-    parser.add_argument("--modes", default=",".join(circuit.MODES))
-    parser.add_argument("--noisy-schedules", default="uniform,geometric",
-                        help="schedules also swept over noise and precision (default uniform,geometric; the "
-                             "output-only schedule settles ~100x slower)")
-    parser.add_argument("--precisions", default=",".join(PRECISIONS),
-                        help="exact (deviation coordinates), float64, float32 (absolute rates); default all")
-    parser.add_argument("--strengths", default="0.1,0.3,0.5,0.7,0.8,0.9,0.95,0.99",
-                        help="inversion strengths below the output for the stability map (output-only schedule)")
-    parser.add_argument("--workers", type=int, default=None, help="processes (default: one per core)")
-    parser.add_argument("--scheduler", help="HOST:PORT of a Dask distributed scheduler to run the points on")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--gammas", metavar="GAMMA,...", help=quick_help(
+        "output couplings in (0, 1): numbers or log grids LO:HI:N", *QUICK["gammas"]))
+    parser.add_argument("--hidden", metavar="N,...", help=quick_help(
+        "hidden layers; the results call N + 1, the layers of couplings, the depth L", *QUICK["hidden"]))
+    add_size_arguments(parser, QUICK)
+    parser.add_argument("--noises", metavar="NOISE,...", help=quick_help("noise strengths, >= 0", *QUICK["noises"]))
+    parser.add_argument("--schedules", metavar="SCHEDULE,...", default=",".join(circuit.SCHEDULES),
+                        help=f"layer-wise coupling schedules, from {', '.join(circuit.SCHEDULES)}")
+    parser.add_argument("--modes", metavar="MODE,...", default=",".join(circuit.MODES),
+                        help=f"coupling modes, from {', '.join(circuit.MODES)}")
+    parser.add_argument("--noisy-schedules", metavar="SCHEDULE,...", default="uniform,geometric",
+                        help="schedules also swept over noise and precision (the output-only schedule settles "
+                             "~100x slower)")
+    parser.add_argument("--precisions", metavar="PRECISION,...", help=quick_help(
+        "exact (deviation coordinates), float64, float32 (absolute rates)", *QUICK["precisions"]))
+    parser.add_argument("--strengths", metavar="K,...", help=quick_help(
+        "inversion strengths in (0, 1) below the output, for the stability map (output-only schedule)",
+        *QUICK["strengths"]))
+    add_sweep_arguments(parser)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the weights, inputs and targets")
+
+
+def validate(args) -> dict:
+    """The sweep's settings (given options, --quick's defaults for the others); ValidationError if any is bad."""
+    gammas = number_list("--gammas", given_or(args, "gammas", *QUICK["gammas"]))
+    check_gamma(gammas, len(gammas), name="--gammas")
+    hidden = count_list("--hidden", given_or(args, "hidden", *QUICK["hidden"]))
+    noises = number_list("--noises", given_or(args, "noises", *QUICK["noises"]))
+    for v in noises:
+        check_positive("--noises", v, allow_zero=True)
+    strengths = number_list("--strengths", given_or(args, "strengths", *QUICK["strengths"]))
+    check_gamma(strengths, len(strengths), name="--strengths")
+    check_sweep_arguments(args)
+    return {"gammas": gammas, "depths": [h + 1 for h in hidden], "noises": noises, "strengths": strengths,
+            **sizes(args, QUICK),
+            "schedules": comma_list("--schedules", args.schedules, circuit.SCHEDULES),
+            "noisy_schedules": comma_list("--noisy-schedules", args.noisy_schedules, circuit.SCHEDULES),
+            "modes": comma_list("--modes", args.modes, circuit.MODES),
+            "precisions": comma_list("--precisions", given_or(args, "precisions", *QUICK["precisions"]), PRECISIONS)}
 
 
 def measure_point(point: dict) -> dict:
@@ -129,25 +159,18 @@ def settle_time(engine, x, target, state, lam: float, tol: float = 1e-3) -> floa
 
 
 def run(args, out):
-    gammas = [1e-4, 1e-2, 0.5] if args.quick else [float(g) for g in np.logspace(-4, np.log10(0.5), args.n_gammas)]
-    depths = [3] if args.quick else [int(d) for d in args.depths.split(",")]
-    width, batch = (12, 4) if args.quick else (args.width, args.batch)
-    noises = [0.0, 1e-4] if args.quick else [float(v) for v in args.noise.split(",")]
-    schedules, modes = args.schedules.split(","), args.modes.split(",")
-    precisions = ["exact", "float32"] if args.quick else args.precisions.split(",")
-    for name, values, allowed in (("schedules", schedules, circuit.SCHEDULES), ("modes", modes, circuit.MODES),
-                                  ("precisions", precisions, PRECISIONS)):
-        if set(values) - set(allowed):
-            raise ValueError(f"--{name}: expected a comma-separated subset of {list(allowed)}, got {values}")
+    settings = validate(args)
+    gammas, depths, noises, precisions = (settings[k] for k in ("gammas", "depths", "noises", "precisions"))
+    width, batch, schedules, modes = (settings[k] for k in ("width", "batch", "schedules", "modes"))
     points = [{"schedule": s, "mode": m, "depth": L, "gamma": g, "noise": v, "precision": pr, "width": width,
                "batch": batch, "seed": args.seed}
               for s in schedules for m in modes for L in depths for g in gammas for v in noises for pr in precisions
               if (v == 0 or pr == "exact")  # rounding is studied without noise
-              and ((v == 0 and pr == "exact") or s in args.noisy_schedules.split(","))
+              and ((v == 0 and pr == "exact") or s in settings["noisy_schedules"])
               and not (args.quick and (v > 0 or pr != "exact") and (s != "uniform" or m != "gait"))]
-    strengths = [0.5, 0.9] if args.quick else [float(k) for k in args.strengths.split(",")]
     points += [{"kind": "map", "schedule": "output", "strong": k, "mode": "gait", "depth": L, "gamma": g,
-                "width": width, "batch": batch, "seed": args.seed} for L in depths for k in strengths for g in gammas]
+                "width": width, "batch": batch, "seed": args.seed}
+               for L in depths for k in settings["strengths"] for g in gammas]
     records = run_points(points, measure_point, out / "points.jsonl", workers=args.workers, label="coupling",
                          scheduler=args.scheduler)
     rows, stability_map, failed = [], [], []
@@ -176,8 +199,7 @@ def run(args, out):
     for b in best:
         print(f"  {b['schedule']:>9} {b['mode']:>4} L={b['depth']} noise {b['noise']:.0e} {b['precision']:>7}: "
               f"best gamma {b['gamma']:.1e} (error {b['rel_error_update']:.1e}, cosine with BP {b['cosine_bp']:+.4f})")
-    write_summary(out, "coupling", {**vars(args), "gammas": gammas, "depths": depths, "noises": noises,
-                                    "precisions": precisions}, rows=rows, best_gamma=best,
+    write_summary(out, "coupling", {**vars(args), **settings}, rows=rows, best_gamma=best,
                   stability_map=stability_map, failed_points=failed)
 
 

@@ -1,7 +1,7 @@
 """Learning by the circuit against the coupling strength and the neural noise.
 
 Each point trains a small network whose every update comes from the circuit's steady
-state and the local rule (``train --engine circuit``; with noise, the time-averaged state
+state and the local rule (``train --update circuit``; with noise, the time-averaged state
 of the Euler-Maruyama dynamics) and records its test accuracy; discrete GAIT-prop at the
 same gamma and BP are the references.  Data: the embedded Fashion-MNIST subset shrunk to
 7x7 pixels (49 inputs), network 49 wide with 2 hidden layers (3 layers of couplings, as in
@@ -26,48 +26,47 @@ from models.validation import check_count, check_gamma, check_positive
 from .common import write_summary
 from .datasets import Dataset, load_embedded
 from .demo import shrink
-from .grid import comma_list
-from .sweep import run_points
+from .options import given_or, number_list, quick_help
+from .sweep import add_sweep_arguments, check_sweep_arguments, run_points
 from .train import as_usage_error
 
 DESCRIPTION = __doc__
+#: Training images of the embedded subset, and the batch (the paper's).
+EMBEDDED_TRAIN, BATCH = 3000, 60
+#: option -> (default, default with --quick)
+QUICK = {"gammas": ("1e-3,1e-2,0.05,0.2,0.5", "1e-2,0.2"), "noises": ("0,1e-8,1e-6,1e-4", "0,1e-4"),
+         "epochs": (5, 1), "train_samples": (1200, 180)}
 
 
 def add_arguments(parser):
-    parser.add_argument("--gammas", help="output couplings (uniform schedule; default 1e-3,1e-2,0.05,0.2,0.5, "
-                                         "--quick: 1e-2,0.2)")
-    parser.add_argument("--noise", help="noise strengths of the circuit (default 0,1e-8,1e-6,1e-4, --quick: 0,1e-4)")
-    parser.add_argument("--hidden", type=int, default=2, help="hidden layers of 49 units (default 2)")
-    parser.add_argument("--epochs", type=int, help="default 5 (--quick: 1)")
-    parser.add_argument("--train-samples", type=int,
-                        help=f"training images per epoch, at most {EMBEDDED_TRAIN} (default 1200, --quick: 180)")
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--workers", type=int, default=None, help="processes (default: one per core)")
-    parser.add_argument("--scheduler", help="HOST:PORT of a Dask distributed scheduler to run the points on")
-
-
-#: Training images of the embedded subset, and the batch (the paper's).
-EMBEDDED_TRAIN, BATCH = 3000, 60
+    parser.add_argument("--gammas", metavar="GAMMA,...", help=quick_help(
+        "output couplings (uniform schedule) in (0, 1); numbers or log grids LO:HI:N", *QUICK["gammas"]))
+    parser.add_argument("--noises", metavar="NOISE,...", help=quick_help("noise strengths of the circuit, >= 0",
+                                                                          *QUICK["noises"]))
+    parser.add_argument("--hidden", type=int, default=2, metavar="N", help="hidden layers of 49 units")
+    parser.add_argument("--epochs", type=int, help=quick_help("passes over the training images", *QUICK["epochs"]))
+    parser.add_argument("--train-samples", type=int, help=quick_help(
+        f"training images per epoch, {BATCH} to {EMBEDDED_TRAIN}", *QUICK["train_samples"]))
+    parser.add_argument("--lr", type=float, default=1e-3, help="learning rate")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the initial weights and the batch order")
+    add_sweep_arguments(parser)
 
 
 def validate(args) -> dict:
     """The sweep's settings (given options, --quick's defaults for the others); ValidationError if any is bad."""
-    quick = args.quick
-    gammas = comma_list("--gammas", args.gammas or ("1e-2,0.2" if quick else "1e-3,1e-2,0.05,0.2,0.5"), convert=float)
+    gammas = number_list("--gammas", given_or(args, "gammas", *QUICK["gammas"]))
     check_gamma(gammas, len(gammas), name="--gammas")
-    noises = comma_list("--noise", args.noise or ("0,1e-4" if quick else "0,1e-8,1e-6,1e-4"), convert=float)
+    noises = number_list("--noises", given_or(args, "noises", *QUICK["noises"]))
     for v in noises:
-        check_positive("--noise", v, allow_zero=True)
+        check_positive("--noises", v, allow_zero=True)
     common = {"hidden": check_count("--hidden", args.hidden, 0),
-              "epochs": (1 if quick else 5) if args.epochs is None else check_count("--epochs", args.epochs),
+              "epochs": check_count("--epochs", given_or(args, "epochs", *QUICK["epochs"])),
               "lr": args.lr, "seed": args.seed,
-              "train_samples": (180 if quick else 1200) if args.train_samples is None else args.train_samples}
+              "train_samples": given_or(args, "train_samples", *QUICK["train_samples"])}
     if not BATCH <= common["train_samples"] <= EMBEDDED_TRAIN:
         raise ValidationError(f"--train-samples: expected {BATCH} (one batch) to {EMBEDDED_TRAIN} (the embedded "
                               f"subset), got {common['train_samples']}")
-    if args.workers is not None:
-        check_count("--workers", args.workers)
+    check_sweep_arguments(args)
     points = [{"rule": "bp", "engine": "discrete", "gamma": None, "noise": 0.0, **common}]
     points += [{"rule": "gait", "engine": "discrete", "gamma": g, "noise": 0.0, **common} for g in gammas]
     points += [{"rule": "gait", "engine": "circuit", "gamma": g, "noise": v, **common} for v in noises for g in gammas]
@@ -107,7 +106,7 @@ def run(args, out):
     settings = validate(args)
     gammas, noises, common, points = settings["gammas"], settings["noises"], settings["common"], settings["points"]
     records = run_points(points, learn_point, out / "points.jsonl", workers=args.workers, label="coupling_learning",
-                         scheduler=args.scheduler)
+                         scheduler=args.scheduler, describe=describe_point)
     rows, failed = [], []
     for rec in records:
         if "error" in rec:
@@ -118,6 +117,13 @@ def run(args, out):
     plot(rows, gammas, noises, out)
     write_summary(out, "coupling_learning", {**vars(args), "gammas": gammas, "noises": noises, **common},
                   rows=rows, failed_points=failed)
+
+
+def describe_point(point: dict, result: dict) -> str:
+    """One line for a finished point: what was trained and its final test accuracy."""
+    what = point["rule"].upper() if point["engine"] == "discrete" else f"circuit, noise {point['noise']:g}"
+    gamma = f", gamma {point['gamma']:g}" if point["gamma"] is not None else ""
+    return f"{what}{gamma}: final test accuracy {result['final_test_accuracy']:.4f} ({result['seconds']:.0f} s)"
 
 
 def _find(rows, **where):

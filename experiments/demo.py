@@ -28,9 +28,11 @@ from analysis.plots import (
     scatter_updates,
 )
 from circuit.brian import equations
+from models.validation import check_count, check_gamma
 
 from .common import Progress, compare_with_reference, write_summary
 from .datasets import load_embedded
+from .options import comma_list, given_or, quick_help
 
 DESCRIPTION = __doc__
 #: Colours of the four units drawn per layer (arbitrary units: a palette apart from the rules' colours).
@@ -39,12 +41,24 @@ UNIT_COLORS = ("#1b9e77", "#d95f02", "#7570b3", "#e7298a")
 
 def add_arguments(parser):
     parser.add_argument("--gamma", type=float, default=1e-2,
-                        help="feedback coupling (default 1e-2: both engines settle; at 1e-3 Brian2's absolute rates "
-                             "cannot resolve layer 1's deviation and it stops at its time limit)")
-    parser.add_argument("--mode", choices=circuit.MODES, default="gait")
-    parser.add_argument("--engines", default="fast,brian2", help="comma-separated (default fast,brian2)")
-    parser.add_argument("--batch", type=int, default=6)
-    parser.add_argument("--seed", type=int, default=0)
+                        help="feedback coupling, in (0, 1); at 1e-2 both engines settle, at 1e-3 Brian2's absolute "
+                             "rates cannot resolve layer 1's deviation and it stops at its time limit")
+    parser.add_argument("--mode", choices=circuit.MODES, default="gait", help="coupling mode")
+    parser.add_argument("--engines", metavar="ENGINE,...", default=",".join(circuit.ENGINES),
+                        help=f"circuit engines, from {', '.join(circuit.ENGINES)}; the first draws the trajectories")
+    parser.add_argument("--batch", type=int, help=quick_help("test images", *QUICK["batch"]))
+    parser.add_argument("--seed", type=int, default=0, help="seed of the weights")
+
+
+#: option -> (default, default with --quick)
+QUICK = {"batch": (6, 3)}
+
+
+def validate(args) -> dict:
+    """The demo's settings (given options, --quick's defaults for the others); ValidationError if any is bad."""
+    check_gamma(args.gamma, 1, name="--gamma")
+    return {"engines": comma_list("--engines", args.engines, circuit.ENGINES),
+            "batch": check_count("--batch", given_or(args, "batch", *QUICK["batch"]))}
 
 
 def shrink(images: np.ndarray) -> np.ndarray:
@@ -53,15 +67,16 @@ def shrink(images: np.ndarray) -> np.ndarray:
 
 
 def run(args, out):
+    settings = validate(args)
     data = load_embedded()
-    batch = min(args.batch, 3) if args.quick else args.batch
+    batch = settings["batch"]
     x = shrink(data.test_x[:batch])
     labels = data.test_y[:batch]
     net = models.init_network([49] * 5, "orthogonal", seed=args.seed, n_out=10)
     fwd = net.forward(x)
     target = models.constructed_target("quadratic", fwd.rates[-1], labels, 10)
     spec = circuit.build_circuit(net, args.gamma, args.mode, tau=0.01)
-    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    engines = settings["engines"]
     progress = Progress("demo", 2 * len(engines))
     reference = models.compute_targets(net, fwd, target, args.mode, args.gamma)
     ref_dW, _ = models.target_updates(net, reference)

@@ -18,18 +18,30 @@ import circuit
 import models
 from analysis.metrics import loglog_slope
 from analysis.plots import legend_handles, line_handle, line_style, new_figure, save_figure, sequential_colors
+from models.validation import check_count
 
 from .common import Progress, compare_with_reference, write_summary
+from .options import add_size_arguments, comma_list, sizes
 
 DESCRIPTION = __doc__
 
 
+#: option -> (default, default with --quick)
+QUICK = {"width": (50, 30), "batch": (8, 4)}
+
+
 def add_arguments(parser):
-    parser.add_argument("--width", type=int, default=50)
-    parser.add_argument("--layers", type=int, default=4, help="number of weight layers L (default 4)")
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--engines", default="fast,brian2", help="comma-separated (default fast,brian2)")
-    parser.add_argument("--seed", type=int, default=0)
+    add_size_arguments(parser, QUICK)
+    parser.add_argument("--hidden", type=int, default=3, metavar="N", help="hidden layers")
+    parser.add_argument("--engines", metavar="ENGINE,...", default=",".join(circuit.ENGINES),
+                        help=f"circuit engines, from {', '.join(circuit.ENGINES)}")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the weights, inputs and targets")
+
+
+def validate(args) -> dict:
+    """The study's settings (given options, --quick's defaults for the others); ValidationError if any is bad."""
+    return {**sizes(args, QUICK), "layers": check_count("--hidden", args.hidden) + 1,
+            "engines": comma_list("--engines", args.engines, circuit.ENGINES)}
 
 
 def measure(net, x, target, gamma, mode, engine_name, max_time_tau: float | None = None):
@@ -51,10 +63,9 @@ def measure(net, x, target, gamma, mode, engine_name, max_time_tau: float | None
 
 def run(args, out):
     gammas = [1e-1, 1e-2, 1e-3, 1e-4] if args.quick else [1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4]
-    width = 30 if args.quick else args.width
-    batch = 4 if args.quick else args.batch
-    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
-    net = models.init_network([width] * (args.layers + 1), "orthogonal", seed=args.seed, n_out=10)
+    settings = validate(args)
+    width, batch, layers, engines = (settings[k] for k in ("width", "batch", "layers", "engines"))
+    net = models.init_network([width] * (layers + 1), "orthogonal", seed=args.seed, n_out=10)
     rng = np.random.default_rng(args.seed)
     x = rng.standard_normal((batch, width))
     target = models.constructed_target("quadratic", net.forward(x).rates[-1], rng.integers(0, 10, batch), 10)
@@ -71,15 +82,15 @@ def run(args, out):
     slopes = []
     for engine_name in engines:
         for mode in circuit.MODES:
-            for layer in range(1, args.layers + 1):
+            for layer in range(1, layers + 1):
                 sel = [r for r in rows if r["engine"] == engine_name and r["mode"] == mode and r["layer"] == layer]
                 for lo, hi in ((1e-4, 1e-2), (1e-4, 1e-1)):
                     pts = [(r["gamma"], r["rel_error_update"]) for r in sel if lo <= r["gamma"] <= hi]
                     slopes.append({"engine": engine_name, "mode": mode, "layer": layer, "gamma_range": [lo, hi],
                                    "slope": loglog_slope(*zip(*pts))})
-    plot(rows, engines, args.layers, out)
-    print_table(rows, slopes, engines, args.layers)
-    write_summary(out, "equilibrium", {**vars(args), "gammas": gammas, "width": width, "batch": batch},
+    plot(rows, engines, layers, out)
+    print_table(rows, slopes, engines, layers)
+    write_summary(out, "equilibrium", {**vars(args), **settings, "gammas": gammas},
                   rows=rows, slopes=slopes)
 
 

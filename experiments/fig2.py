@@ -9,13 +9,11 @@ fig3 and reused when already trained (see experiments/grid.py).
 from __future__ import annotations
 
 from analysis.plots import integer_ticks, legend_handles, line_style, new_figure, save_figure
-from models.errors import ValidationError
 
 from .common import write_summary
 from .grid import (
     add_grid_arguments,
     bar_plot,
-    comma_list,
     grid_settings,
     print_table,
     run_grid,
@@ -23,6 +21,7 @@ from .grid import (
     table,
     test_std_percent,
 )
+from .options import count_list, given_or, quick_help
 
 DESCRIPTION = __doc__
 DATASETS_DEFAULT = "fashion_mnist,mnist,kmnist"
@@ -30,23 +29,19 @@ DATASETS_DEFAULT = "fashion_mnist,mnist,kmnist"
 
 def add_arguments(parser):
     add_grid_arguments(parser, DATASETS_DEFAULT)
-    parser.add_argument("--depths", help="hidden layers for panel A (default 1,2,3,4; --quick: 1,2)")
+    parser.add_argument("--hidden", metavar="N,...", help=quick_help("hidden layers of panel A", "1,2,3,4", "1,2"))
 
 
 def validate(args) -> dict:
     """The figure's settings (given options, --quick's defaults for the others); ValidationError if malformed."""
     settings = grid_settings(args, DATASETS_DEFAULT)
-    depths = comma_list("--depths", args.depths or ("1,2" if args.quick else "1,2,3,4"), convert=int)
-    if any(d < 1 for d in depths):
-        raise ValidationError(f"--depths: expected hidden-layer counts >= 1, got {args.depths!r}")
-    return {**settings, "depths": depths}
+    return {**settings, "hidden": count_list("--hidden", given_or(args, "hidden", "1,2,3,4", "1,2"))}
 
 
 def run(args, out):
     settings = validate(args)
-    datasets, rules, depths = settings["datasets"], settings["rules"], settings["depths"]
-    seeds = range(settings["seeds"])
-    cells = [("A", datasets[0], f"sq{h}", r, s) for h in depths for r in rules for s in seeds]
+    datasets, rules, hidden, seeds = settings["datasets"], settings["rules"], settings["hidden"], settings["seeds"]
+    cells = [("A", datasets[0], f"sq{h}", r, s) for h in hidden for r in rules for s in seeds]
     cells += [("B", d, "sq4", r, s) for d in datasets for r in rules for s in seeds]
     cells += [("C", datasets[0], "lin4", r, s) for r in rules for s in seeds]
     unique = list(dict.fromkeys(cells))

@@ -27,7 +27,7 @@ def validate(args) -> dict:
 
 def run(args, out):
     settings = validate(args)
-    datasets, rules, seeds = settings["datasets"], settings["rules"], range(settings["seeds"])
+    datasets, rules, seeds = settings["datasets"], settings["rules"], settings["seeds"]
     cells = [(arch, d, arch, r, s) for arch in ("sq3", "var") for d in datasets for r in rules for s in seeds]
     rows = run_grid(args, cells, "fig3", settings)
     summary = table(rows)

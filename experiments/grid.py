@@ -17,12 +17,12 @@ import numpy as np
 
 import models
 from analysis.plots import accuracy_bars
-from models.errors import ValidationError
 from models.training import TrainConfig, train, with_defaults
 from models.validation import check_count
 
 from .common import Progress
 from .datasets import DATASETS, Dataset, load_dataset
+from .options import add_data_arguments, comma_list, count_list, given_or, quick_help
 from .train import record_run
 
 VARIABLE_WIDTHS = [784, 784, 500, 200, 10]
@@ -41,41 +41,35 @@ def arch_config(arch: str, rule: str, dataset: str, seed: int, epochs: int) -> T
                        seed=seed, epochs=epochs).resolved()
 
 
+#: option -> (default, default with --quick)
+QUICK = {"seeds": ("0,1", "0"), "epochs": (5, 1)}
+
+
 def add_grid_arguments(parser, datasets_default: str):
-    parser.add_argument("--datasets", help=f"comma-separated (default {datasets_default}; --quick: embedded)")
-    parser.add_argument("--rules", default="bp,tp,gait")
-    parser.add_argument("--seeds", type=int, help="seeds 0..N-1 (default 2, --quick 1; the paper used 5)")
-    parser.add_argument("--epochs", type=int, help="default 5 (--quick: 1)")
-    parser.add_argument("--runs", help="directory of the individual runs, shared between grids (default "
-                                       "results/runs; --quick: OUT/runs, so that quick runs never mix with real ones)")
-    parser.add_argument("--data-dir")
-    parser.add_argument("--no-download", action="store_true")
+    parser.add_argument("--datasets", metavar="DATASET,...", help=quick_help(
+        f"datasets, from {', '.join(DATASETS)}", datasets_default, "embedded"))
+    parser.add_argument("--rules", metavar="RULE,...", default="bp,tp,gait",
+                        help=f"learning rules, from {', '.join(models.RULES)}")
+    parser.add_argument("--seeds", metavar="SEED,...", help=quick_help("seeds of the runs (the paper used 0,1,2,3,4)",
+                                                                       *QUICK["seeds"]))
+    parser.add_argument("--epochs", type=int, help=quick_help("epochs of every run", *QUICK["epochs"]))
+    parser.add_argument("--runs-dir", metavar="DIR", help=quick_help(
+        "directory of the individual runs, shared between grids", "results/runs",
+        "OUT/runs, so that quick runs never mix with real ones"))
+    add_data_arguments(parser)
     parser.add_argument("--tabulate-only", action="store_true",
-                        help="train nothing: tabulate the runs already finished in --runs and list the missing ones")
-
-
-def comma_list(option: str, text: str, choices=None, convert=str) -> list:
-    """``"a,b"`` -> ["a", "b"] (each converted, and one of ``choices``); :class:`ValidationError` naming ``option``."""
-    try:
-        items = [convert(t.strip()) for t in text.split(",")]
-    except ValueError:
-        items = []
-    if not items or (choices is not None and any(i not in choices for i in items)):
-        allowed = f" from {', '.join(map(str, choices))}" if choices is not None else ""
-        raise ValidationError(f"{option}: expected a comma-separated list{allowed}, got {text!r}")
-    return items
+                        help="train nothing: tabulate the runs already finished in --runs-dir and list the missing "
+                             "ones")
 
 
 def grid_settings(args, datasets_default: str) -> dict:
     """The grid's settings: the options given, --quick's defaults for the others (checked: ValidationError)."""
-    quick = args.quick
-    epochs = (1 if quick else 5) if args.epochs is None else check_count("--epochs", args.epochs)
-    return {"datasets": comma_list("--datasets", args.datasets or ("embedded" if quick else datasets_default),
-                                   DATASETS),
+    runs = Path(given_or(args, "runs_dir", "results/runs", Path(args.out) / "runs"))
+    return {"datasets": comma_list("--datasets", given_or(args, "datasets", datasets_default, "embedded"), DATASETS),
             "rules": comma_list("--rules", args.rules, models.RULES),
-            "seeds": (1 if quick else 2) if args.seeds is None else check_count("--seeds", args.seeds),
-            "epochs": epochs,
-            "runs": Path(args.runs) if args.runs else Path(args.out) / "runs" if quick else Path("results/runs")}
+            "seeds": count_list("--seeds", given_or(args, "seeds", *QUICK["seeds"]), minimum=0),
+            "epochs": check_count("--epochs", given_or(args, "epochs", *QUICK["epochs"])),
+            "runs": runs}
 
 
 def run_grid(args, cells: list, name: str, settings: dict) -> list:

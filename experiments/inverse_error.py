@@ -19,7 +19,6 @@ network.  Writes inverse_error.csv, summary.json and figures.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import time
 
@@ -38,62 +37,67 @@ from models.feedback import (
     transposed_weights,
 )
 from models.training import apply_update, train_step
+from models.validation import check_count, check_gamma, check_positive
 
 from .common import DEFAULT_BLAS_THREADS, Progress, blas_threads, write_summary
+from .options import add_size_arguments, count_list, given_or, number_list, quick_help, sizes
 
 DESCRIPTION = __doc__
 
 
-def _floats(text: str) -> list:
-    try:
-        values = [float(v) for v in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
-    if not all(np.isfinite(v) and v > 0 for v in values):
-        raise argparse.ArgumentTypeError(f"expected numbers > 0, got {text!r}")
-    return values
-
-
-def _ints(text: str) -> list:
-    try:
-        values = [int(v) for v in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    return values
-
-
-def _depths(text: str) -> list:
-    values = _ints(text)
-    if not all(v >= 2 for v in values):
-        raise argparse.ArgumentTypeError(f"expected numbers of layers >= 2 (a target is propagated at least once), "
-                                         f"got {text!r}")
-    return values
-
-
-def _count(text: str) -> int:
-    values = _ints(text)
-    if len(values) != 1 or values[0] < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
-    return values[0]
+#: option -> (default, default with --quick)
+QUICK = {"epsilons": ("1e-6:1e-1:11", "1e-6,1e-3,1e-1"), "gammas": ("1e-4:1:13", "1e-4,1e-2,1"),
+         "hidden": ("2,4", "2"), "width": (30, 10), "batch": (256, 4), "seeds": ("0,1,2,3,4", "0"),
+         "alphas": ("1e-6,1e-5,1e-4,1e-3,1e-2,0.03,0.1,0.3,1", "0.1,1"),
+         "transpose_gammas": ("1e-3,1e-2,0.1", "1e-3"), "bench_steps": (15, 2)}
 
 
 def add_arguments(parser):
-    parser.add_argument("--width", type=_count, default=30)
-    parser.add_argument("--batch", type=_count, default=256)
-    parser.add_argument("--depths", type=_depths, default=[3, 5], help="numbers of layers L (default 3,5)")
-    parser.add_argument("--n-eps", type=_count, default=11, help="points of the log eps grid 1e-6..1e-1 (default 11)")
-    parser.add_argument("--n-gammas", type=_count, default=13, help="points of the log gamma grid 1e-4..1 (default 13)")
-    parser.add_argument("--alphas", type=_floats, default=[1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 0.03, 0.1, 0.3, 1.0],
-                        help="interpolation orthogonal -> Xavier for the transposed feedback (besides 0)")
-    parser.add_argument("--transpose-gammas", type=_floats, default=[1e-3, 1e-2, 0.1],
-                        help="gammas of the transposed-feedback part (default 1e-3,1e-2,0.1)")
-    parser.add_argument("--seeds", type=_ints, default=[0, 1, 2, 3, 4])
+    parser.add_argument("--epsilons", metavar="EPS,...", help=quick_help(
+        "sizes eps > 0 of the inverses' perturbation: numbers or log grids LO:HI:N", *QUICK["epsilons"]))
+    parser.add_argument("--gammas", metavar="GAMMA,...", help=quick_help(
+        "increments gamma in (0, 1]: numbers or log grids LO:HI:N", *QUICK["gammas"]))
+    parser.add_argument("--hidden", metavar="N,...", help=quick_help(
+        "hidden layers, >= 1; the results call N + 1, the layers of weights, the depth L", *QUICK["hidden"]))
+    add_size_arguments(parser, QUICK)
+    parser.add_argument("--alphas", metavar="ALPHA,...", help=quick_help(
+        "interpolation orthogonal (0) -> Xavier (1) of the weights for the transposed feedback, besides 0",
+        *QUICK["alphas"]))
+    parser.add_argument("--transpose-gammas", metavar="GAMMA,...", help=quick_help(
+        "increments of the transposed-feedback part", *QUICK["transpose_gammas"]))
+    parser.add_argument("--seeds", metavar="SEED,...", help=quick_help("seeds, averaged over", *QUICK["seeds"]))
     parser.add_argument("--bench", action="store_true",
                         help="also time training steps: BP, exact-inverse GAIT, GAIT with learned feedback")
-    parser.add_argument("--bench-width", type=_count, default=784)
-    parser.add_argument("--bench-hidden", type=_count, default=4)
-    parser.add_argument("--bench-batch", type=_count, default=60)
-    parser.add_argument("--bench-steps", type=_count, default=15)
+    parser.add_argument("--bench-width", type=int, help=quick_help("--bench: layer width", 784,
+                                                                   "a 40-30-30-20 network"))
+    parser.add_argument("--bench-hidden", type=int, metavar="N", help=quick_help("--bench: hidden layers", 4,
+                                                                                 "a 40-30-30-20 network"))
+    parser.add_argument("--bench-batch", type=int, default=60, help="--bench: samples per step")
+    parser.add_argument("--bench-steps", type=int, help=quick_help("--bench: timed steps", *QUICK["bench_steps"]))
+
+
+def validate(args) -> dict:
+    """The study's settings (given options, --quick's defaults for the others); ValidationError if any is bad."""
+    epsilons = number_list("--epsilons", given_or(args, "epsilons", *QUICK["epsilons"]))
+    for eps in epsilons:
+        check_positive("--epsilons", eps)
+    settings = {"eps_grid": epsilons}
+    for name in ("gammas", "alphas", "transpose_gammas"):
+        option = "--" + name.replace("_", "-")
+        values = number_list(option, given_or(args, name, *QUICK[name]))
+        settings[name] = [float(v) for v in check_gamma(values, len(values), allow_one=True, name=option)]
+    settings.update({"depths": [h + 1 for h in count_list("--hidden", given_or(args, "hidden", *QUICK["hidden"]))],
+                     **sizes(args, QUICK),
+                     "seeds": count_list("--seeds", given_or(args, "seeds", *QUICK["seeds"]), minimum=0),
+                     "bench_steps": check_count("--bench-steps", given_or(args, "bench_steps", *QUICK["bench_steps"])),
+                     "bench_batch": check_count("--bench-batch", args.bench_batch)})
+    if args.quick and args.bench_width is None and args.bench_hidden is None:
+        settings["bench_widths"] = [40, 30, 30, 20]
+    else:
+        width = check_count("--bench-width", 784 if args.bench_width is None else args.bench_width)
+        hidden = check_count("--bench-hidden", 4 if args.bench_hidden is None else args.bench_hidden, 0)
+        settings["bench_widths"] = [width] * (hidden + 2)
+    return settings
 
 
 def problem(depth: int, width: int, batch: int, seed: int, alpha: float = 0.0):
@@ -265,13 +269,10 @@ def write_csv(path, rows) -> None:
 
 
 def run(args, out):
-    eps_grid = [1e-6, 1e-3, 1e-1] if args.quick else [float(e) for e in np.logspace(-6, -1, args.n_eps)]
-    gammas = [1e-4, 1e-2, 1.0] if args.quick else [float(g) for g in np.logspace(-4, 0, args.n_gammas)]
-    depths = [3] if args.quick else args.depths
-    width, batch = (10, 4) if args.quick else (args.width, args.batch)
-    seeds = args.seeds[:1] if args.quick else args.seeds
-    alphas = [0.0] + ([0.1, 1.0] if args.quick else args.alphas)
-    t_gammas = args.transpose_gammas[:1] if args.quick else args.transpose_gammas
+    settings = validate(args)
+    eps_grid, gammas, depths, width, batch, seeds, t_gammas = (settings[k] for k in (
+        "eps_grid", "gammas", "depths", "width", "batch", "seeds", "transpose_gammas"))
+    alphas = [0.0] + settings["alphas"]
     progress = Progress("inverse_error", 2 * len(depths) * len(seeds))
     rows = []
     for depth in depths:
@@ -296,8 +297,8 @@ def run(args, out):
     print_tables(perturbed, best, slopes, transpose, depths)
     bench = None
     if args.bench:
-        widths = [40, 30, 30, 20] if args.quick else [args.bench_width] * (args.bench_hidden + 2)
-        bench = time_learned_feedback(widths, args.bench_batch, 2 if args.quick else args.bench_steps)
+        widths = settings["bench_widths"]
+        bench = time_learned_feedback(widths, args.bench_batch, settings["bench_steps"])
         print(f"\nstep time, widths {widths}, batch {args.bench_batch}, {DEFAULT_BLAS_THREADS} BLAS thread: " +
               ", ".join(f"{k} {v['ms_per_batch']:.1f} ms" for k, v in bench.items() if isinstance(v, dict)) +
               f"; learned / exact GAIT {bench['learned_over_exact']:.2f}x, "

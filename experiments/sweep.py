@@ -7,6 +7,8 @@ one line per finished point: ``{"point": ..., "result": ...}`` or, if ``fn`` rai
 points; failed points are reported (and retried on the next run), never dropped.  With
 ``scheduler="HOST:PORT"`` the points run on that Dask distributed cluster instead of
 the local pool (the workers need this project importable, e.g. ``pip install -e .``).
+A progress bar on stderr counts the points with an ETA; ``describe(point, result)``
+adds a one-line summary per finished point where that is worth reading.
 """
 
 from __future__ import annotations
@@ -16,8 +18,28 @@ import os
 import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
+from typing import Callable
 
-__all__ = ["run_points", "load_records"]
+from models.validation import check_count
+
+from .common import Progress
+from .options import check_scheduler
+
+__all__ = ["run_points", "load_records", "add_sweep_arguments", "check_sweep_arguments"]
+
+
+def add_sweep_arguments(parser) -> None:
+    """--workers and --scheduler: where a sweep's points run."""
+    parser.add_argument("--workers", type=int, help="processes of the local pool (default: one per core)")
+    parser.add_argument("--scheduler", metavar="HOST:PORT",
+                        help="a Dask distributed scheduler to run the points on (default: the local pool)")
+
+
+def check_sweep_arguments(args) -> None:
+    """:class:`ValidationError` if --workers or --scheduler is malformed."""
+    if args.workers is not None:
+        check_count("--workers", args.workers)
+    check_scheduler(args.scheduler)
 
 
 def _key(point: dict) -> str:
@@ -46,17 +68,22 @@ def _call(fn, point):
 
 
 def run_points(points: list, fn, path, workers: int | None = None, label: str = "sweep",
-               scheduler: str | None = None) -> list:
-    """Run ``fn`` on every unfinished point; return the records of all points, in order."""
+               scheduler: str | None = None, describe: Callable[[dict, dict], str] | None = None) -> list:
+    """Run ``fn`` on every unfinished point; return the records of all points, in order.
+
+    Progress goes to stderr: a bar over all points (finished ones included) with an ETA, and,
+    if ``describe`` is given, the line ``describe(point, result)`` for every point that finishes.
+    """
     path = Path(path)
     done = load_records(path)
     todo = [p for p in points if _key(p) not in done]
     if len(todo) < len(points):
         print(f"[{label}] {len(points) - len(todo)} of {len(points)} points already done in {path}", file=sys.stderr)
     failures = []
+    progress = Progress(label, len(points), unit="point", initial=len(points) - len(todo)) if todo else None
     with open(path, "a") as fh, _executor(scheduler, workers) as (submit, completed):
         futures = {submit(_call, fn, p): p for p in todo}
-        for n, future in enumerate(completed(futures), start=1):
+        for future in completed(futures):
             point = futures[future]
             try:
                 record = {"point": point, "result": future.result()}
@@ -66,8 +93,9 @@ def run_points(points: list, fn, path, workers: int | None = None, label: str = 
                 failures.append(record)
             fh.write(json.dumps(record) + "\n")
             fh.flush()
-            print(f"[{label}] {n}/{len(todo)} {point}" + (" FAILED" if "error" in record else ""),
-                  file=sys.stderr, flush=True)
+            if describe is not None and "result" in record:
+                progress.write(f"[{label}] {describe(point, record['result'])}", file=sys.stderr)
+            progress.step(f"{len(failures)} failed" if failures else "")
     for f in failures:
         print(f"[{label}] failed point {f['point']}: {f['error']}", file=sys.stderr)
     return [done.get(_key(p)) or next(f for f in failures if f["point"] == p) for p in points]

@@ -27,45 +27,56 @@ from models.validation import check_count
 
 from .common import write_summary
 from .datasets import DATASETS, load_dataset
+from .options import add_data_arguments, quick_help
 
 DESCRIPTION = __doc__
 #: What --quick changes: the defaults of these options (an option given on the command line is kept).
 QUICK_DEFAULTS = {"dataset": "embedded", "epochs": 2}
 DEFAULTS = {"dataset": "fashion_mnist", "epochs": 5}
 _CONFIG_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
+#: Configuration fields whose option has another name.
+FIELD_OPTIONS = {"engine": "--update"}
 
 
 def add_arguments(parser):
     from circuit.learning import NOISY_AVERAGE_FROM, NOISY_DURATION
 
-    parser.add_argument("--dataset", choices=DATASETS,
-                        help="default fashion_mnist (--quick: embedded, the subset shipped with the code)")
-    parser.add_argument("--data-dir", help="directory with the official files (also: $GAITCIRCUIT_DATA)")
-    parser.add_argument("--no-download", action="store_true", help="never download; fail if the data is missing")
-    parser.add_argument("--rule", choices=models.RULES, default="gait")
-    parser.add_argument("--hidden", type=int, default=4, help="hidden layers of a 784-wide network (default 4)")
-    parser.add_argument("--widths", help="explicit widths, e.g. 784,784,500,200,10 (overrides --hidden)")
+    parser.add_argument("--dataset", choices=DATASETS, help=quick_help(
+        "the images (embedded: the Fashion-MNIST subset shipped with the code)", DEFAULTS["dataset"],
+        QUICK_DEFAULTS["dataset"]))
+    add_data_arguments(parser)
+    parser.add_argument("--rule", choices=models.RULES, default="gait", help="the learning rule")
+    parser.add_argument("--hidden", type=int, default=4, metavar="N", help="hidden layers of a 784-wide network")
+    parser.add_argument("--widths", metavar="N,...", help="explicit widths, e.g. 784,784,500,200,10 (default: from "
+                                                           "--hidden; overrides it)")
     parser.add_argument("--allow-narrow-input", action="store_true",
                         help="allow a first layer narrower than the input (it then sees only the first inputs)")
-    parser.add_argument("--activation", choices=("leaky_relu", "linear"), default="leaky_relu")
-    parser.add_argument("--epochs", type=int, help="default 5 (--quick: 2)")
-    parser.add_argument("--batch", type=int, default=60)
+    parser.add_argument("--activation", choices=("leaky_relu", "linear"), default="leaky_relu",
+                        help="the units' non-linearity")
+    parser.add_argument("--epochs", type=int, help=quick_help("passes over the training set", DEFAULTS["epochs"],
+                                                              QUICK_DEFAULTS["epochs"]))
+    parser.add_argument("--batch", type=int, default=60, help="samples per update")
     parser.add_argument("--lr", type=float, help="learning rate (default: the rule's paper value)")
-    parser.add_argument("--regulariser", type=float, help="orthogonality regulariser lambda (default: per rule)")
-    parser.add_argument("--gamma", type=float, default=1e-3)
-    parser.add_argument("--loss", choices=models.LOSSES, default="quadratic")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--init", choices=("orthogonal", "xavier"), default="orthogonal")
-    parser.add_argument("--adam", choices=("published", "standard"), default="published")
-    parser.add_argument("--engine", choices=("discrete", "circuit"), default="discrete",
-                        help="circuit: every update comes from the fast circuit engine's steady state and local "
-                             "rule (rule gait or itp: the coupling mode; gamma: the coupling)")
+    parser.add_argument("--regulariser", type=float,
+                        help="orthogonality regulariser lambda (default: the rule's paper value)")
+    parser.add_argument("--gamma", type=float, default=1e-3,
+                        help="ITP/GAIT increment; with --update circuit the output layer's coupling")
+    parser.add_argument("--loss", choices=models.LOSSES, default="quadratic", help="loss on one-hot targets")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the initial weights and the batch order")
+    parser.add_argument("--init", choices=("orthogonal", "xavier"), default="orthogonal",
+                        help="initial weights")
+    parser.add_argument("--adam", choices=("published", "standard"), default="published",
+                        help="Adam variant (published: the paper's code's)")
+    parser.add_argument("--update", choices=("discrete", "circuit"), default="discrete",
+                        help="where every weight update comes from: discrete = the rule's exact discrete maths; "
+                             "circuit = the fast circuit engine's steady state and local rule (rule gait or itp: "
+                             "the coupling mode; gamma: the coupling)")
     parser.add_argument("--schedule", choices=("uniform", "output", "geometric"), default="uniform",
-                        help="circuit engine: layer-wise coupling schedule, gamma at the output (default uniform)")
+                        help="--update circuit: layer-wise coupling schedule, gamma at the output")
     parser.add_argument("--noise", type=float, default=0.0,
-                        help="circuit engine: additive white noise in the rate dynamics; the steady state is "
+                        help="--update circuit: additive white noise in the rate dynamics; the steady state is "
                              f"then the time average over [{NOISY_AVERAGE_FROM:g}, {NOISY_DURATION:g}] tau "
-                             "(default 0: exact steady state)")
+                             "(0: the exact steady state)")
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     parser.add_argument("--lu-threads", type=int,
                         help="threads factorising the layer inverses of TP, ITP and GAIT side by side (default: "
@@ -79,7 +90,7 @@ def cli_message(message: str) -> str:
     head, sep, rest = message.partition(":")
     names = head.split(" and ")
     if sep and all(n in _CONFIG_FIELDS for n in names):
-        head = " and ".join("--" + n.replace("_", "-") for n in names)
+        head = " and ".join(FIELD_OPTIONS.get(n, "--" + n.replace("_", "-")) for n in names)
     return head + sep + rest
 
 
@@ -108,11 +119,15 @@ def config_from_args(args) -> TrainConfig:
     """The run's configuration (resolved: lr and regulariser set); :class:`ValidationError` naming the option."""
     quick = QUICK_DEFAULTS if args.quick else DEFAULTS
     widths = parse_widths(args.widths) if args.widths else [784] * (check_count("--hidden", args.hidden, 0) + 2)
+    if args.update == "discrete" and (args.schedule != "uniform" or args.noise != 0):
+        raise ValidationError(f"--schedule and --noise: expected the defaults (uniform, 0) with --update discrete "
+                              f"(the discrete rules have neither), got {args.schedule} and {args.noise!r}; use "
+                              "--update circuit")
     with as_usage_error():
         cfg = TrainConfig(dataset=args.dataset or quick["dataset"], rule=args.rule, widths=widths,
                           activation=args.activation, epochs=quick["epochs"] if args.epochs is None else args.epochs,
                           batch=args.batch, lr=args.lr, regulariser=args.regulariser, gamma=args.gamma, loss=args.loss,
-                          seed=args.seed, init=args.init, adam=args.adam, engine=args.engine, schedule=args.schedule,
+                          seed=args.seed, init=args.init, adam=args.adam, engine=args.update, schedule=args.schedule,
                           noise=args.noise, allow_narrow_input=args.allow_narrow_input).resolved()
         if cfg.engine == "circuit":
             from circuit.learning import check_config

@@ -273,7 +273,7 @@ class TrainConfig:
                 raise ValidationError(
                     f"schedule and noise: expected the defaults ('uniform', 0) with engine 'discrete' (the discrete "
                     f"rules have neither), got {self.schedule!r} and {self.noise!r}; use engine 'circuit' "
-                    "(CLI: --engine circuit)")
+                    "(CLI: train --update circuit)")
 
     def resolved(self) -> "TrainConfig":
         """This configuration with ``lr`` and ``regulariser`` filled from the rule's paper values."""

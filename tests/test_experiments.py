@@ -112,16 +112,16 @@ BAD_OPTIONS = [
     (["train", "--batch", "0"], "--batch"), (["train", "--batch", "5000"], "--batch"),  # 3000 training images
     (["train", "--lr", "nan"], "--lr"), (["train", "--lr", "inf"], "--lr"), (["train", "--lr", "0"], "--lr"),
     (["train", "--lr=-1e-3"], "--lr"), (["train", "--regulariser", "-1"], "--regulariser"),
-    (["train", "--engine", "circuit", "--noise", "-1"], "--noise"), (["train", "--noise", "1e-6"], "--noise"),
+    (["train", "--update", "circuit", "--noise", "-1"], "--noise"), (["train", "--noise", "1e-6"], "--noise"),
     (["train", "--lu-threads", "0"], "--lu-threads"), (["train", "--widths", "784,,10"], "--widths"),
     (["train", "--widths", "a,b"], "--widths"), (["train", "--widths", "784"], "--widths"),
     (["train", "--widths", "784,50,10"], "--allow-narrow-input"), (["train", "--hidden", "-1"], "--hidden"),
-    (["train", "--engine", "circuit", "--rule", "bp"], "rule"), (["train", "--gamma", "0"], "--gamma"),
-    (["fig2", "--epochs", "0"], "--epochs"), (["fig2", "--seeds", "0"], "--seeds"),
-    (["fig2", "--datasets", "mnist,cifar"], "--datasets"), (["fig2", "--depths", "1,x"], "--depths"),
+    (["train", "--update", "circuit", "--rule", "bp"], "rule"), (["train", "--gamma", "0"], "--gamma"),
+    (["fig2", "--epochs", "0"], "--epochs"), (["fig2", "--seeds", "0,x"], "--seeds"),
+    (["fig2", "--datasets", "mnist,cifar"], "--datasets"), (["fig2", "--hidden", "1,x"], "--hidden"),
     (["fig3", "--rules", "bp,sgd"], "--rules"), (["coupling_learning", "--epochs", "0"], "--epochs"),
     (["coupling_learning", "--lr", "-1"], "--lr"), (["coupling_learning", "--gammas", "0.1,2"], "--gammas"),
-    (["coupling_learning", "--noise=-1e-3"], "--noise"), (["coupling_learning", "--train-samples", "10"],
+    (["coupling_learning", "--noises=-1e-3"], "--noises"), (["coupling_learning", "--train-samples", "10"],
                                                             "--train-samples"),
 ]
 
@@ -147,11 +147,22 @@ def test_quick_changes_only_the_defaults():
     assert (quick.epochs, quick.dataset) == (2, "embedded")
     assert config_from_args(parse("train", "--quick", "--dataset", "mnist")).dataset == "mnist"
     assert config_from_args(parse("train")).epochs == 5
-    fig2 = fig2_settings(parse("fig2", "--quick", "--epochs", "3", "--seeds", "2", "--depths", "3"))
-    assert (fig2["epochs"], fig2["seeds"], fig2["depths"], fig2["datasets"]) == (3, 2, [3], ["embedded"])
-    assert fig2_settings(parse("fig2", "--quick", "--runs", "elsewhere"))["runs"] == Path("elsewhere")
+    fig2 = fig2_settings(parse("fig2", "--quick", "--epochs", "3", "--seeds", "0,1", "--hidden", "3"))
+    assert (fig2["epochs"], fig2["seeds"], fig2["hidden"], fig2["datasets"]) == (3, [0, 1], [3], ["embedded"])
+    assert fig2_settings(parse("fig2", "--quick", "--runs-dir", "elsewhere"))["runs"] == Path("elsewhere")
+    assert fig2_settings(parse("fig2"))["seeds"] == [0, 1] and fig2_settings(parse("fig2", "--quick"))["seeds"] == [0]
     learning = coupling_learning_settings(parse("coupling_learning", "--quick", "--epochs", "2", "--gammas", "0.3"))
     assert learning["common"]["epochs"] == 2 and learning["gammas"] == [0.3]
+    coupling = importlib.import_module("experiments.coupling").validate
+    assert coupling(parse("coupling", "--quick"))["width"] == 12
+    quick = coupling(parse("coupling", "--quick", "--width", "20", "--hidden", "1,2", "--gammas", "1e-3"))
+    assert (quick["width"], quick["depths"], quick["gammas"]) == (20, [2, 3], [1e-3])   # depth L = hidden + 1
+    full = coupling(parse("coupling"))
+    assert full["gammas"] == [float(g) for g in np.logspace(-4, np.log10(0.5), 13)] and full["depths"] == [3, 5]
+    assert importlib.import_module("experiments.demo").validate(parse("demo", "--quick", "--batch", "5"))["batch"] == 5
+    inverse = importlib.import_module("experiments.inverse_error").validate
+    assert inverse(parse("inverse_error", "--quick", "--seeds", "0,1"))["seeds"] == [0, 1]
+    assert inverse(parse("inverse_error"))["eps_grid"] == [float(e) for e in np.logspace(-6, -1, 11)]
 
 
 def test_a_run_is_never_replaced_without_overwrite(tmp_path, capsys):

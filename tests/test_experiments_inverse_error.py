@@ -40,11 +40,12 @@ def test_quick_mode_writes_summary_csv_and_figures(tmp_path):
     assert all(bench[k]["ms_per_batch"] > 0 for k in ("bp", "gait_exact", "gait_learned"))
 
 
-@pytest.mark.parametrize("argv, message", [(["--depths", "1,3"], "numbers of layers >= 2"),
-                                           (["--alphas", "0.1,x"], "comma-separated numbers"),
-                                           (["--width", "0"], "integer >= 1")])
-def test_bad_arguments_are_usage_errors(argv, message, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        parser().parse_args(argv)
-    assert exit_info.value.code == 2
+@pytest.mark.parametrize("argv, message", [(["--hidden", "0,2"], "--hidden: expected an integer >= 1"),
+                                           (["--alphas", "0.1,x"], "--alphas: expected numbers"),
+                                           (["--width", "0"], "--width: expected an integer >= 1")])
+def test_bad_arguments_are_usage_errors(argv, message, tmp_path, capsys):
+    from experiments.__main__ import main
+
+    assert main(["inverse_error", "--out", str(tmp_path / "out"), *argv]) == 2
     assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -30,6 +30,21 @@ def test_points_run_resume_and_failures_are_reported(tmp_path, capsys):
     assert run_points(fixed, square, tmp_path / "other.jsonl", workers=1)[3]["result"] == {"y": 9}
 
 
+def test_progress_is_a_bar_with_an_eta_and_a_line_per_point_only_when_asked(tmp_path, capsys):
+    points = [{"x": x} for x in range(4)]
+    run_points(points[:1], square, tmp_path / "points.jsonl", workers=1, label="squares")
+    capsys.readouterr()
+    run_points(points, square, tmp_path / "points.jsonl", workers=1, label="squares",
+               describe=lambda point, result: f"x = {point['x']}: y = {result['y']}")
+    err = capsys.readouterr().err
+    assert "[squares] 1 of 4 points already done" in err
+    assert "4/4" in err and ("point/s" in err or "s/point" in err)         # tqdm's bar: count, rate (and ETA)
+    assert sorted(line for line in err.splitlines() if line.startswith("[squares] x = ")) == [
+        f"[squares] x = {x}: y = {x * x}" for x in (1, 2, 3)]                # one line per finished point
+    run_points(points, square, tmp_path / "other.jsonl", workers=1, label="squares")
+    assert "{'x'" not in capsys.readouterr().err                             # no raw dicts
+
+
 def test_coupling_schedules():
     assert np.allclose(circuit.coupling_schedule("uniform", 1e-3, 3), [1e-3] * 3)
     assert np.allclose(circuit.coupling_schedule("output", 1e-3, 3), [0.9, 0.9, 1e-3])

@@ -323,7 +323,7 @@ def test_noisy_circuit_training_is_reproducible_and_needs_the_circuit_engine(tin
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     parser.add_argument("--quick", action="store_true")
-    with pytest.raises(ValidationError, match="^--schedule and --noise: .*--engine circuit"):
+    with pytest.raises(ValidationError, match="^--schedule and --noise: .*--update circuit"):
         config_from_args(parser.parse_args(["--noise", "1e-6"]))
 
 
