@@ -20,16 +20,18 @@ def test_documentation_site_builds_in_strict_mode(tmp_path):
     result = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
                             cwd=ROOT, capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stdout + result.stderr
+    assert (tmp_path / "net.npz").is_file(), "the example saves its trained network"
     for page in ("index.html", "results/index.html", "api/models/index.html", "api/circuit/index.html",
                  "notebooks/03_the_circuit/index.html"):
         assert (tmp_path / "site" / page).is_file(), page
 
 
-def test_readme_library_example_runs(tmp_path):
-    block = re.search(r"```python\n(.*?)```", (ROOT / "README.md").read_text(encoding="utf-8"), re.S)
-    assert block, "README.md has no python example"
+def test_readme_library_examples_run(tmp_path):
+    """README's python blocks, one script in their order (the later ones use the first one's names)."""
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(encoding="utf-8"), re.S)
+    assert blocks, "README.md has no python example"
     script = tmp_path / "readme_example.py"
-    script.write_text(block.group(1), encoding="utf-8")
+    script.write_text("\n".join(blocks), encoding="utf-8")
     env = {**os.environ, "MPLBACKEND": "Agg", "PYTHONPATH": str(ROOT)}
     result = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stdout + result.stderr
