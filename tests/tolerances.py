@@ -77,3 +77,12 @@ TRAJECTORY_END_RTOL = 1e-6
 #: 4 units of rounding: the steady state is off by a few tens of ulps of the rates at
 #: most (measured: 0.5-3).  100 ulps of the largest rate bounds the deviation's absolute error.
 ROUNDED_ULPS = 100
+
+# ---------------------------------------------------------------- regulariser
+
+#: The orthogonality regulariser in float32 against float64 on the same (float32-representable)
+#: W: each entry is two chained n-term dot products rounded in float32 (eps32 = 6e-8), a
+#: random-walk error of ~sqrt(n) eps32 ~ 1.7e-6 at n = 784 in the worst entries, less on the
+#: Frobenius norm (measured: 3.1e-7 at n = 784, 2e-7 at n = 100; penalty 5e-8).  Gaussian W,
+#: so no cancellation in W^T W's off-diagonal entries inflates it.  3e-6 is 10x the measured.
+REGULARISER_FLOAT32_RTOL = 3e-6
