@@ -39,6 +39,8 @@ def add_arguments(parser):
     parser.add_argument("--engine-threads", action="store_true",
                         help="only time the fast circuit engine as a script uses it (BLAS at its start-up threads), "
                              "without and with its one-BLAS-thread limit for small layers")
+    parser.add_argument("--regulariser-only", action="store_true",
+                        help="only the orthogonality regulariser's section (its kernels and its GAIT step)")
 
 
 def validate(args) -> None:
@@ -185,6 +187,10 @@ def run(args, out):
         return
     data = load_embedded()
     widths = [784] + [args.width] * (args.hidden + 1)
+    if args.regulariser_only:
+        write_summary(out, "bench", {**vars(args), "widths": widths}, rows=[],
+                      regulariser=bench_regulariser(args, data, widths))
+        return
     steps = given_or(args, "steps", 15, 4)
     peak = matmul_peak(repeats=5 if args.quick else 15)
     with blas_threads(DEFAULT_BLAS_THREADS):
@@ -245,10 +251,12 @@ def run(args, out):
           f"{ratios['published_over_gait']:.1f}x")
     print(f"GAIT targets vs np.linalg.solve: max relative difference {target_error:.1e}")
     circuit_results = bench_circuit(args, data, widths, gait["ms_per_batch"])
+    regulariser_results = bench_regulariser(args, data, widths)
     write_summary(out, "bench", {**vars(args), "widths": widths, "steps": steps}, rows=rows,
                   matmul_gflops=peak, bp_product_floor_ms=product_floor * 1e3, ratios=ratios,
                   inverse_floor_ms=lapack_floor,
-                  gait_target_rel_diff_vs_direct=target_error, circuit=circuit_results)
+                  gait_target_rel_diff_vs_direct=target_error, circuit=circuit_results,
+                  regulariser=regulariser_results)
 
 
 def bench_circuit(args, data, widths, gait_step_ms):
@@ -341,3 +349,128 @@ def circuit_training_step_ms(widths, batch, data, steps, lu_threads):
                         update=CircuitUpdate(cfg, lu_threads) if engine == "circuit" else None)
         out[engine] = float(np.median(times[2:]) * 1e3)
     return out["circuit"], out["discrete"]
+
+
+# ---------------------------------------------------------------- the orthogonality regulariser
+
+
+def _interleaved_median_ms(fns: dict, repeats: int) -> dict:
+    """``{name: (wall ms, thread CPU ms)}``: medians over ``repeats`` calls of each callable, the callables
+    taking turns (after one warm-up call each) so that all of them meet the same load on a shared machine.
+    The calling thread's CPU time leaves out the time other processes hold the core: for single-threaded
+    work it is the steadier figure; it misses any work done on other threads."""
+    for fn in fns.values():
+        fn()
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0, c0 = time.perf_counter(), time.thread_time()
+            fn()
+            times[name].append((time.perf_counter() - t0, time.thread_time() - c0))
+    return {name: tuple(float(v) for v in np.median(t, axis=0) * 1e3) for name, t in times.items()}
+
+
+def bench_regulariser(args, data, widths, lam: float = 0.1):
+    """The paper-setting GAIT step with the orthogonality regulariser computed one matrix after the other
+    (as ``train_step`` does), side by side on two threads, and started on two threads before the rule's
+    updates; and the regulariser alone per matrix (float64 and float32, one and two BLAS threads).
+
+    Each variant steps its own network from the same start on the same batches, the variants taking turns
+    step by step; a step is timed in its three stages (rule updates, regulariser, Adam).  At the end the
+    variants' weights are compared bit for bit with each other and with ``train_step``'s.
+    """
+    from scipy.linalg.blas import dsyrk
+
+    from models.regularizer import orthogonality_gradient, start_orthogonality_gradients
+
+    steps = given_or(args, "steps", 15, 3)
+    lu_threads = default_lu_threads()
+    # name: (threads, start before the rule's updates)
+    variants = {"one matrix after the other": (1, False), "matrices on 2 threads": (2, False),
+                "started before the rules, 2 threads": (2, True)}
+    nets = {name: models.init_network(widths, "orthogonal", seed=0, n_out=10) for name in [*variants, "train_step"]}
+    optimizers = {name: models.Adam.published(lr=1e-4) for name in nets}
+    inverses = {name: models.DirectInverse(lu_threads) for name in nets}
+    stages = {name: [] for name in variants}
+    n = data.train_x.shape[0]
+    with blas_threads(DEFAULT_BLAS_THREADS):
+        for k in range(steps + 2):  # two warm-up steps
+            idx = np.arange(k * args.batch, (k + 1) * args.batch) % n
+            x = data.train_x[idx]
+            target = models.constructed_target("quadratic", nets["train_step"].forward(x).rates[-1],
+                                               data.train_y[idx], 10)
+            for name, (threads, early) in variants.items():
+                net, opt = nets[name], optimizers[name]
+                t0 = time.perf_counter()
+                if early:
+                    pending = start_orthogonality_gradients(net.weights, lam, threads)
+                dW, db, _ = models.compute_updates(net, x, target, "gait", 1e-3, inverses[name])
+                t1 = time.perf_counter()
+                if not early:
+                    pending = start_orthogonality_gradients(net.weights, lam, threads)
+                pending.subtract_from(dW)
+                t2 = time.perf_counter()
+                opt.step(net.weights + net.biases, dW + db)
+                stages[name].append((t1 - t0, t2 - t1, time.perf_counter() - t2))
+            train_step(nets["train_step"], optimizers["train_step"], x, target, "gait", 1e-3, lam,
+                       inverse=inverses["train_step"])
+    identical = all(np.array_equal(a, b) for net in nets.values()
+                    for a, b in zip(net.weights + net.biases, nets["train_step"].weights + nets["train_step"].biases))
+    step_rows = []
+    for name, t in stages.items():
+        rules_ms, reg_ms, adam_ms = np.median(np.array(t[2:]), axis=0) * 1e3
+        total_ms = float(np.median(np.sum(t[2:], axis=1)) * 1e3)
+        step_rows.append({"regulariser_schedule": name, "rules_ms": float(rules_ms), "regulariser_ms": float(reg_ms),
+                          "adam_ms": float(adam_ms), "step_ms": total_ms,
+                          "regulariser_share": float(reg_ms) / total_ms})
+    print(f"\nGAIT step at the paper's settings ({widths[1]} wide, {len(widths) - 2} hidden layers, "
+          f"batch {args.batch}, gamma 1e-3, regulariser {lam:g}; BLAS on {DEFAULT_BLAS_THREADS} thread(s), "
+          f"LU on {lu_threads}), median ms over {steps} steps (regul.: after the rules' updates are done):")
+    print(f"{'regulariser':<38}{'rules':>8}{'regul.':>8}{'Adam':>7}{'step':>8}{'regul. share':>14}")
+    for r in step_rows:
+        print(f"{r['regulariser_schedule']:<38}{r['rules_ms']:>8.1f}{r['regulariser_ms']:>8.1f}{r['adam_ms']:>7.1f}"
+              f"{r['step_ms']:>8.1f}{r['regulariser_share']:>13.0%}")
+    before = step_rows[0]
+    for r in step_rows[1:]:
+        print(f"{r['regulariser_schedule']} / one matrix after the other: step {r['step_ms'] / before['step_ms']:.2f}x")
+    print(f"weights and biases after {steps + 2} steps bit-identical across the variants and train_step: {identical}")
+
+    # The regulariser alone on each matrix of the trained-for-a-while network.
+    repeats = 3 if args.quick else 9
+    net = nets["train_step"]
+    layer_rows = []
+    for i, w in enumerate(net.weights):
+        w32 = w.astype(np.float32)
+        fns = {"f64": lambda w=w: orthogonality_gradient(w, lam),
+               "f32": lambda w=w32: orthogonality_gradient(w, lam),
+               "syrk_f64": lambda w=w: dsyrk(1.0, w, trans=1)}
+        if i == len(net.weights) - 1:  # the output layer's task rows alone: a different, cheaper regulariser
+            fns["task_rows_f64"] = lambda w=w: orthogonality_gradient(w[: net.n_out], lam)
+        row = {"layer": i + 1, "shape": list(w.shape)}
+        for threads in (1, 2):
+            with blas_threads(threads):
+                for key, (wall, cpu) in _interleaved_median_ms(fns, repeats).items():
+                    row[f"{key}_{threads}t_ms"] = wall
+                    if threads == 1:
+                        row[f"{key}_1t_cpu_ms"] = cpu
+        layer_rows.append(row)
+    cols = {"f64_1t_ms": "f64 1t", "f64_1t_cpu_ms": "f64 1t cpu", "syrk_f64_1t_cpu_ms": "syrk 1t cpu",
+            "f32_1t_ms": "f32 1t", "f32_1t_cpu_ms": "f32 1t cpu", "f64_2t_ms": "f64 2t", "f32_2t_ms": "f32 2t"}
+    print(f"\nregulariser alone per matrix, median ms over {repeats} calls (1t / 2t: BLAS threads; cpu: the calling "
+          "thread's CPU time; syrk: W^T W, the rest is symm):")
+    print(f"{'layer':<7}{'shape':<10}" + "".join(f"{label:>13}" for label in cols.values()))
+    for r in layer_rows:
+        print(f"{r['layer']:<7}{'x'.join(map(str, r['shape'])):<10}" + "".join(f"{r[c]:>13.1f}" for c in cols))
+    total = {c: sum(r[c] for r in layer_rows) for c in cols}
+    print(f"{'all':<17}" + "".join(f"{total[c]:>13.1f}" for c in cols))
+    flops = sum(3.0 * w.shape[0] ** 3 for w in net.weights)
+    out_row = layer_rows[-1]
+    print(f"float64, one thread: {flops / 1e9:.2f} GFLOP at {flops / total['f64_1t_cpu_ms'] / 1e6:.1f} GFLOP/s "
+          f"(CPU time); float32 / float64 {total['f32_1t_cpu_ms'] / total['f64_1t_cpu_ms']:.2f}x (CPU time); "
+          f"two BLAS threads / one {total['f64_2t_ms'] / total['f64_1t_ms']:.2f}x (float64, wall)")
+    print(f"output layer ({net.n_out} task rows, {out_row['shape'][0] - net.n_out} auxiliary): "
+          f"{out_row['f64_1t_cpu_ms']:.1f} ms of {total['f64_1t_cpu_ms']:.1f} ms (CPU time), like any hidden layer "
+          f"(its auxiliary rows enter W^T W and are regularised too); its task rows alone would take "
+          f"{out_row['task_rows_f64_1t_cpu_ms']:.1f} ms (a different regulariser, not what training computes)")
+    return {"step": step_rows, "layers": layer_rows, "bit_identical_to_train_step": identical,
+            "steps": steps, "lu_threads": lu_threads, "lambda": lam}

@@ -143,3 +143,12 @@ NOISY_UPDATE_RTOL = 1e-4
 #: The state a settle reaches at the end of its time budget (2000 tau) against the settled one: the
 #: slowest mode has decayed to rounding long before, so the updates agree to ~1e-12; 1e-9 for margin.
 UNSETTLED_UPDATE_RTOL = 1e-9
+
+# ---------------------------------------------------------------- regulariser
+
+#: The orthogonality regulariser in float32 against float64 on the same (float32-representable)
+#: W: each entry is two chained n-term dot products rounded in float32 (eps32 = 6e-8), a
+#: random-walk error of ~sqrt(n) eps32 ~ 1.7e-6 at n = 784 in the worst entries, less on the
+#: Frobenius norm (measured: 3.1e-7 at n = 784, 2e-7 at n = 100; penalty 5e-8).  Gaussian W,
+#: so no cancellation in W^T W's off-diagonal entries inflates it.  3e-6 is 10x the measured.
+REGULARISER_FLOAT32_RTOL = 3e-6
