@@ -52,7 +52,7 @@ from .errors import CheckpointError, RunDirBusyError, RunExistsError, Validation
 from .losses import LOSSES, constructed_target, loss_value
 from .network import DirectInverse, Network, init_network
 from .optimizers import Adam
-from .regularizer import orthogonality_gradient
+from .regularizer import PendingGradients, start_orthogonality_gradients
 from .rules import RULES, compute_updates, forward_factorising
 from .validation import check_choice, check_count, check_gamma, check_positive
 
@@ -99,11 +99,15 @@ def train_step(net: Network, optimizer: Adam, x, target, rule: str, gamma=1e-3,
     return fwd
 
 
-def apply_update(net: Network, optimizer: Adam, dW: list, db: list, regulariser: float = 0.0) -> None:
-    """Subtract the regulariser's gradient from ``dW`` (in place) and take one Adam step."""
+def apply_update(net: Network, optimizer: Adam, dW: list, db: list, regulariser: float = 0.0,
+                 pending: PendingGradients | None = None) -> None:
+    """Subtract the regulariser's gradient from ``dW`` (in place) and take one Adam step.
+
+    ``pending``: the gradients already started for these weights (:func:`start_orthogonality_gradients`,
+    e.g. on threads before the rule's updates); the same bits as computing them here.
+    """
     if regulariser:
-        for d, w in zip(dW, net.weights):
-            d -= orthogonality_gradient(w, regulariser)
+        (pending or start_orthogonality_gradients(net.weights, regulariser)).subtract_from(dW)
     optimizer.step(net.weights + net.biases, dW + db)
 
 
@@ -152,14 +156,16 @@ def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
 
 def train_epoch(net: Network, optimizer: Adam, x, labels, *, rule: str, seed: int, epoch: int, batch: int = 60,
                 gamma=1e-3, regulariser: float = 0.0, loss: str = "quadratic", inverse=None, update=None,
-                on_batch=None) -> dict:
+                on_batch=None, regulariser_threads: int = 1) -> dict:
     """One pass over (x, labels) in the order :func:`epoch_order` gives; returns running statistics.
 
     ``update(net, x, target, fwd)``, if given, replaces the rule's descent directions (e.g.
     the circuit's local rule) and returns (dW, db); if it also has a method
     ``epoch_statistics()`` (counts since its last call, e.g. the circuit's unsettled samples),
     those counts join the statistics returned.  ``on_batch(i, n_batches, running_loss)`` is
-    called after every batch (progress display).
+    called after every batch (progress display).  ``regulariser_threads`` > 1 computes the
+    regulariser's matrices side by side on that many threads, started before each batch's
+    updates so that the two overlap (the same bits as one thread).
     """
     counts = getattr(update, "epoch_statistics", None)
     if counts is not None:
@@ -171,6 +177,8 @@ def train_epoch(net: Network, optimizer: Adam, x, labels, *, rule: str, seed: in
         for i in range(n_batches):
             idx = order[i * batch: (i + 1) * batch]
             xb, yb = x[idx], labels[idx]
+            pending = (start_orthogonality_gradients(net.weights, regulariser, regulariser_threads)
+                       if regulariser and regulariser_threads > 1 else None)
             # the layers' factorisations (TP, ITP, GAIT) overlap the forward pass; compute_targets discards them
             fwd = forward_factorising(net, xb, rule, inverse) if update is None else net.forward(xb)
             target = constructed_target(loss, fwd.rates[-1], yb, net.n_out)
@@ -181,7 +189,7 @@ def train_epoch(net: Network, optimizer: Adam, x, labels, *, rule: str, seed: in
             out = fwd.rates[-1]
             total_loss += loss_value(loss, out, yb, net.n_out)
             correct += count_correct(out, yb, net.n_out)
-            apply_update(net, optimizer, dW, db, regulariser)
+            apply_update(net, optimizer, dW, db, regulariser, pending)
             if on_batch is not None:
                 on_batch(i, n_batches, total_loss / (i + 1))
     finally:  # no factors of weights that change in place may outlive a failed step
@@ -776,7 +784,8 @@ def _train(cfg, data, out, resume, update, lu_threads, on_batch, progress, label
             with blas_threads(DEFAULT_BLAS_THREADS):
                 stats = train_epoch(net, opt, data.train_x, data.train_y, rule=cfg.rule, seed=cfg.seed, epoch=epoch,
                                     batch=cfg.batch, gamma=cfg.gamma, regulariser=cfg.regulariser, loss=cfg.loss,
-                                    update=update, on_batch=hook, inverse=inverse)
+                                    update=update, on_batch=hook, inverse=inverse,
+                                    regulariser_threads=inverse.threads)
                 t1 = time.perf_counter()
                 rows = evaluation_rows(net, cfg, data, eval_idx, epoch=epoch, step=epoch * batches_per_epoch)
                 t2 = time.perf_counter()

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import models
 import models.training as training
 from experiments import datasets
 from experiments.demo import shrink
@@ -371,3 +372,17 @@ def test_circuit_training_counts_the_samples_that_did_not_settle(tiny, tmp_path,
     record_run(result, tmp_path)
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["unsettled_samples"] == 120 and summary["unsettled_samples_per_epoch"] == [120]
+
+
+def test_regulariser_on_threads_started_before_the_updates_gives_the_same_bits():
+    """train_epoch's regulariser_threads overlap the regulariser with the rule's updates: same weights."""
+    data = datasets.load_embedded()
+    x, y = data.train_x[:240], data.train_y[:240]
+    ends = []
+    for threads in (1, 2):
+        net = models.init_network([784, 64, 64, 10], "orthogonal", seed=3, n_out=10)
+        opt = models.Adam.published(1e-4)
+        training.train_epoch(net, opt, x, y, rule="gait", seed=0, epoch=1, batch=60, regulariser=0.1,
+                    inverse=models.DirectInverse(threads), regulariser_threads=threads)
+        ends.append(net.weights + net.biases)
+    assert all(np.array_equal(a, b) for a, b in zip(*ends))
