@@ -40,8 +40,9 @@ def main(argv=None) -> int:
                     "summary.json to --out.",
     )
     sub = parser.add_subparsers(dest="experiment", metavar="EXPERIMENT")
+    subparsers = {}
     for name, description in EXPERIMENTS.items():
-        p = sub.add_parser(name, help=description, description=description)
+        p = subparsers[name] = sub.add_parser(name, help=description, description=description)
         p.add_argument("--out", default=f"results/{name}", help="output directory (default: %(default)s)")
         p.add_argument("--quick", action="store_true", help="a reduced version that runs in well under a minute")
         importlib.import_module(f"experiments.{name}").add_arguments(p)
@@ -49,6 +50,7 @@ def main(argv=None) -> int:
     if args.experiment is None:
         parser.print_help()
         return 2
+    check_data_dir_argument(args, subparsers[args.experiment])
     tune_allocator()
     module = importlib.import_module(f"experiments.{args.experiment}")
     out = prepare_out(args.out)
@@ -56,6 +58,22 @@ def main(argv=None) -> int:
     module.run(args, out)
     print(f"[{args.experiment}] done in {time.perf_counter() - start:.1f} s; results in {out}/", file=sys.stderr)
     return 0
+
+
+def check_data_dir_argument(args, parser) -> None:
+    """A usage error (exit 2, before anything is written) when --data-dir lacks a dataset the command reads."""
+    data_dir = getattr(args, "data_dir", None)
+    if data_dir is None or args.quick:  # --quick reads the embedded subset only
+        return
+    from models.errors import DataNotFoundError, ValidationError
+
+    from .datasets import check_data_dir
+
+    names = [args.dataset] if hasattr(args, "dataset") else [d.strip() for d in args.datasets.split(",")]
+    try:
+        check_data_dir(data_dir, names, argument="--data-dir")
+    except (DataNotFoundError, ValidationError) as err:
+        parser.error(str(err))
 
 
 if __name__ == "__main__":
