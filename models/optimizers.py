@@ -12,7 +12,7 @@ learning rate, as returned by :mod:`models.rules`)::
 
 The step runs as one fused numba loop when numba is installed and imports (the ``fast``
 extra), otherwise as numpy operations in the same order, which give the same bits
-(``tests/test_models_parts.py`` compares the two).  :data:`ADAM_KERNEL` names the one in
+(``tests/test_packaging.py`` compares them bit for bit).  :data:`ADAM_KERNEL` names the one in
 use; setting the environment variable ``GAITCIRCUIT_ADAM_KERNEL=numpy`` before import
 selects numpy even where numba is installed.
 """
@@ -74,7 +74,7 @@ class Adam:
                          self.beta1, self.beta2, step_size, eps)
 
 
-#: Elements per block of the numpy kernel: its temporaries (8 bytes each, two of them) stay in cache.
+#: Elements per block of the numpy kernel: its three float64 buffers (128 KiB each) stay in cache.
 NUMPY_BLOCK = 1 << 14
 
 
