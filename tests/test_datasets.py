@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def write_idx(path, array, compress=False, magic_type=0x08):
     header = bytes([0, 0, magic_type, array.ndim]) + b"".join(struct.pack(">I", n) for n in array.shape)
     data = header + array.astype(np.uint8).tobytes()
-    (gzip.open if compress else open)(path, "wb").write(data)
+    with (gzip.open if compress else open)(path, "wb") as fh:  # closed: GzipFile buffers its writes
+        fh.write(data)
 
 
 def make_dataset(directory, n_train=5, n_test=3, compress=True):
