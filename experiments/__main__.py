@@ -120,6 +120,7 @@ def main(argv=None, prog: str | None = None) -> int:
     if args.experiment is None:
         parser.print_help()
         return 2
+    check_data_dir_argument(args, studies[args.experiment])
     module = importlib.import_module(f"experiments.{args.experiment}")
     try:
         getattr(module, "validate", lambda args: None)(args)
@@ -134,6 +135,25 @@ def main(argv=None, prog: str | None = None) -> int:
         return status
     print(f"[{args.experiment}] done in {time.perf_counter() - start:.1f} s; results in {out}/", file=sys.stderr)
     return 0
+
+
+def check_data_dir_argument(args, parser) -> None:
+    """A usage error (exit 2, before anything is written) when --data-dir lacks a dataset the command reads."""
+    data_dir = getattr(args, "data_dir", None)
+    given = getattr(args, "dataset", None) or getattr(args, "datasets", None)
+    if data_dir is None or given is None:  # not given: --quick's or the study's own default data
+        return
+    from models.errors import DataNotFoundError, ValidationError
+
+    from .datasets import check_data_dir
+
+    names = [given] if isinstance(given, str) and hasattr(args, "dataset") else (
+        [d.strip() for d in given.split(",")] if isinstance(given, str) else list(given))
+    names = [n for n in names if n != "embedded"]
+    try:
+        check_data_dir(data_dir, names, argument="--data-dir")
+    except (DataNotFoundError, ValidationError) as err:
+        parser.error(str(err))
 
 
 if __name__ == "__main__":

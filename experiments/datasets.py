@@ -1,11 +1,14 @@
 """Datasets: MNIST, Fashion-MNIST and KMNIST in their official formats, and an embedded subset.
 
-``load_dataset(name)`` looks, in order, in ``data_dir`` (or the directory named by the
-environment variable GAITCIRCUIT_DATA), in the Debian package's directory
-(Fashion-MNIST only), in the download cache (``~/.cache/gaitcircuit``), and finally
-downloads the official files (SHA-256 checked) unless ``download=False``.  A
-directory may hold the four IDX files (``.gz`` or raw) or, for KMNIST, the four
-official ``.npz`` files.
+``load_dataset(name, data_dir)`` reads the official files from ``data_dir`` (or
+``data_dir/name``) when it is given, and fails with :class:`DataNotFoundError` naming the
+directory and the files when they are not there.  Without ``data_dir`` it looks, in order,
+in the directory named by the environment variable GAITCIRCUIT_DATA (or its subdirectory
+``name``), in the Debian package's directory (Fashion-MNIST only), in the download cache
+(``~/.cache/gaitcircuit/NAME`` on Linux, :func:`pooch.os_cache` elsewhere), and finally
+downloads the official files with pooch (SHA-256 checked, one mirror after another) unless
+``allow_download=False``.  A directory may hold the four IDX files (``.gz`` or raw) or, for
+KMNIST, the four official ``.npz`` files.
 
 The embedded subset (``experiments/data/fashion_mnist_subset.npz``) holds the
 first 3000 training and first 1000 test images of the official Fashion-MNIST
@@ -17,17 +20,19 @@ Remake it with ``python -m experiments.datasets`` (reads the Debian package's fi
 from __future__ import annotations
 
 import gzip
-import hashlib
 import os
 import sys
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Dataset", "DataFormatError", "DATASETS", "SOURCES", "read_idx", "load_dataset", "load_embedded",
-           "load_idx_dataset", "load_npz_dataset", "download", "DEBIAN_FASHION_MNIST"]
+from models.errors import DataFormatError, DataNotFoundError
+from models.validation import check_choice
+
+__all__ = ["Dataset", "DataFormatError", "DataNotFoundError", "DATASETS", "SOURCES", "read_idx", "load_dataset",
+           "load_embedded", "load_idx_dataset", "load_npz_dataset", "download", "cache_dir", "check_data_dir",
+           "DEBIAN_FASHION_MNIST", "ENV_DATA_DIR"]
 
 EMBEDDED = Path(__file__).with_name("data") / "fashion_mnist_subset.npz"
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -76,14 +81,6 @@ SOURCES = {
 }
 DATASETS = ("embedded",) + tuple(SOURCES)
 ENV_DATA_DIR = "GAITCIRCUIT_DATA"
-
-
-class DataFormatError(ValueError):
-    """A data file is corrupt or not of the expected format."""
-
-
-class DataNotFoundError(FileNotFoundError):
-    """No copy of a dataset could be found or downloaded."""
 
 
 @dataclass
@@ -158,7 +155,7 @@ def load_idx_dataset(directory, name: str = "dataset") -> Dataset:
                 arrays[key] = read_idx(candidate)
                 break
         else:
-            raise FileNotFoundError(f"{directory}: missing {stem}.gz (or {stem}); expected the four "
+            raise DataNotFoundError(f"{directory}: missing {stem}.gz (or {stem}); expected the four "
                                     f"official IDX files {sorted(IDX_FILES.values())}")
     return _from_arrays(name, arrays, directory)
 
@@ -170,7 +167,7 @@ def load_npz_dataset(directory, name: str = "kmnist") -> Dataset:
     for key, filename in KMNIST_NPZ.items():
         path = directory / filename
         if not path.exists():
-            raise FileNotFoundError(f"{directory}: missing {filename}; expected {sorted(KMNIST_NPZ.values())}")
+            raise DataNotFoundError(f"{directory}: missing {filename}; expected {sorted(KMNIST_NPZ.values())}")
         try:
             with np.load(path) as data:
                 arrays[key] = data["arr_0"]
@@ -179,78 +176,106 @@ def load_npz_dataset(directory, name: str = "kmnist") -> Dataset:
     return _from_arrays(name, arrays, directory)
 
 
-def _load_directory(directory: Path, name: str) -> Dataset | None:
-    """The dataset from ``directory`` or ``directory/name`` if the files are there, else None."""
+def _files_in(directory: Path, name: str) -> Path | None:
+    """``directory/name`` or ``directory``, whichever holds files of dataset ``name``; None if neither."""
     for candidate in (directory / name, directory):
         if any((candidate / (stem + ext)).exists() for stem in IDX_FILES.values() for ext in (".gz", "")):
-            return load_idx_dataset(candidate, name)
+            return candidate
         if name == "kmnist" and (candidate / KMNIST_NPZ["train_images"]).exists():
-            return load_npz_dataset(candidate, name)
+            return candidate
     return None
 
 
+def _load_directory(directory: Path, name: str) -> Dataset:
+    """Load ``name`` from a directory that :func:`_files_in` found (IDX files, or KMNIST's npz)."""
+    if name == "kmnist" and (directory / KMNIST_NPZ["train_images"]).exists():
+        return load_npz_dataset(directory, name)
+    return load_idx_dataset(directory, name)
+
+
+def expected_files(name: str) -> str:
+    """The files a directory must hold for dataset ``name``, in words."""
+    idx = ", ".join(f"{stem}.gz" for stem in IDX_FILES.values())
+    text = f"the four official IDX files {idx} (or uncompressed)"
+    if name == "kmnist":
+        text += " or the four official npz files " + ", ".join(KMNIST_NPZ.values())
+    return text
+
+
+def check_data_dir(data_dir, names, argument: str = "data_dir") -> dict:
+    """Where each dataset in ``names`` is in the user's ``data_dir`` ("embedded" needs none).
+
+    Returns {name: directory}.  Raises :class:`DataNotFoundError` naming ``argument``, the
+    directory, its subdirectory ``name`` and the files looked for when a dataset is not
+    there: a directory the user gave is never silently replaced by another copy.
+    """
+    directory = Path(data_dir).expanduser()
+    found = {}
+    for name in names:
+        if name == "embedded":
+            continue
+        check_choice("dataset", name, DATASETS)
+        where = _files_in(directory, name) if directory.is_dir() else None
+        if where is None:
+            state = "is not a directory" if not directory.is_dir() else f"holds no {name} files"
+            raise DataNotFoundError(
+                f"{argument}: {directory} {state}; looked in {directory / name} and {directory} for "
+                f"{expected_files(name)}")
+        found[name] = where
+    return found
+
+
 def cache_dir() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "gaitcircuit"
+    """The download cache: ``$XDG_CACHE_HOME/gaitcircuit`` (``~/.cache/gaitcircuit``) on Linux."""
+    import pooch  # imported when needed: reading local files needs no network stack
 
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return Path(pooch.os_cache("gaitcircuit"))
 
 
 def download(name: str, directory: Path, timeout: float = 60.0) -> Path:
-    """Download the official files of ``name`` into ``directory``, checking SHA-256; return it.
+    """Download the official files of ``name`` into ``directory`` with pooch, checking SHA-256; return it.
 
-    Files already present with the right checksum are kept.  A file is written under
-    a temporary name and renamed only once its checksum matches.
+    Files already present with the right checksum are kept.  Each mirror of ``SOURCES[name]``
+    is tried in turn; pooch writes a file under a temporary name and keeps it only once its
+    checksum matches.  Raises :class:`DataNotFoundError` listing every mirror's failure.
     """
+    import pooch
+
+    downloader = pooch.HTTPDownloader(timeout=timeout, progressbar=sys.stderr.isatty())
     source = SOURCES[name]
-    directory.mkdir(parents=True, exist_ok=True)
-    for filename, expected in source["sha256"].items():
-        target = directory / filename
-        if target.exists() and _sha256(target) == expected:
-            continue
+    for filename, sha256 in source["sha256"].items():
         errors = []
         for mirror in source["mirrors"]:
             url = mirror + filename
-            tmp = target.with_suffix(target.suffix + ".part")
             try:
-                print(f"[data] downloading {url}", file=sys.stderr, flush=True)
-                with urllib.request.urlopen(url, timeout=timeout) as response, open(tmp, "wb") as fh:
-                    for chunk in iter(lambda: response.read(1 << 20), b""):
-                        fh.write(chunk)
-            except OSError as err:
+                pooch.retrieve(url, known_hash=f"sha256:{sha256}", fname=filename, path=directory,
+                               downloader=downloader)
+                break
+            except (OSError, ValueError) as err:  # requests' OSErrors (refused, HTTP 404, ...); a wrong checksum
                 errors.append(f"{url}: {err}")
-                tmp.unlink(missing_ok=True)
-                continue
-            got = _sha256(tmp)
-            if got != expected:
-                tmp.unlink(missing_ok=True)
-                errors.append(f"{url}: SHA-256 {got}, expected {expected}")
-                continue
-            os.replace(tmp, target)
-            break
         else:
             raise DataNotFoundError(f"{name}: could not download {filename}: " + "; ".join(errors))
-    return directory
+    return Path(directory)
 
 
 def load_dataset(name: str, data_dir=None, allow_download: bool = True) -> Dataset:
-    """Find (or download) dataset ``name``: "embedded", "mnist", "fashion_mnist" or "kmnist"."""
+    """Find (or download) dataset ``name``: "embedded", "mnist", "fashion_mnist" or "kmnist".
+
+    ``data_dir`` given: the files must be there (see :func:`check_data_dir`).  Otherwise the
+    first of $GAITCIRCUIT_DATA, the Debian package, the cache and a download that has them.
+    """
     if name == "embedded":
         return load_embedded()
-    if name not in SOURCES:
-        raise ValueError(f"dataset: expected one of {DATASETS}, got {name!r}")
+    check_choice("dataset", name, DATASETS)
+    if data_dir is not None:
+        return _load_directory(check_data_dir(data_dir, [name])[name], name)
     searched = []
-    for directory in (data_dir, os.environ.get(ENV_DATA_DIR)):
-        if directory:
-            found = _load_directory(Path(directory), name)
-            if found is not None:
-                return found
-            searched.append(str(directory))
+    env_dir = os.environ.get(ENV_DATA_DIR)
+    if env_dir:
+        found = _files_in(Path(env_dir).expanduser(), name)
+        if found is not None:
+            return _load_directory(found, name)
+        searched.append(f"{env_dir} (${ENV_DATA_DIR})")
     if name == "fashion_mnist" and DEBIAN_FASHION_MNIST.exists():
         return load_idx_dataset(DEBIAN_FASHION_MNIST, name)
     searched.append(f"{DEBIAN_FASHION_MNIST} (Debian package dataset-fashion-mnist)" if name == "fashion_mnist"

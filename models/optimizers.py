@@ -9,16 +9,22 @@ learning rate, as returned by :mod:`models.rules`)::
 
 ``bias_correction=True`` (standard Adam): mhat = m / (1 - beta1^t), vhat = v / (1 - beta2^t).
 ``Adam.published()``: no bias correction, beta1 0.9, beta2 0.99, eps 1e-8 added to sqrt(v).
+
+The step runs as one fused numba loop when numba is installed and imports (the ``fast``
+extra), otherwise as numpy operations in the same order, which give the same bits
+(``tests/test_packaging.py`` compares them bit for bit).  :data:`ADAM_KERNEL` names the one in
+use; setting the environment variable ``GAITCIRCUIT_ADAM_KERNEL=numpy`` before import
+selects numpy even where numba is installed.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
-import numba
 import numpy as np
 
-__all__ = ["Adam"]
+__all__ = ["Adam", "ADAM_KERNEL", "ADAM_KERNEL_NOTE"]
 
 
 @dataclass
@@ -68,13 +74,68 @@ class Adam:
                          self.beta1, self.beta2, step_size, eps)
 
 
-@numba.njit(parallel=True, cache=True)
-def _adam_kernel(p, d, m, v, beta1, beta2, step_size, eps):  # pragma: no cover - compiled
-    # One fused pass over memory: the step is memory-bound (numpy needs ~10 passes).
-    for i in numba.prange(p.size):
-        g = d[i]
-        mi = beta1 * m[i] + (1.0 - beta1) * g
-        vi = beta2 * v[i] + (1.0 - beta2) * g * g
-        m[i] = mi
-        v[i] = vi
-        p[i] += step_size * mi / (np.sqrt(vi) + eps)
+#: Elements per block of the numpy kernel: its three float64 buffers (128 KiB each) stay in cache.
+NUMPY_BLOCK = 1 << 14
+
+
+def adam_kernel_numpy(p, d, m, v, beta1, beta2, step_size, eps):
+    """One Adam step on flat arrays, in place, with numpy: the numba loop's operations in its order.
+
+    Each operation rounds as the corresponding one in the loop body of the numba kernel
+    (IEEE-754 float64 products, sums, square root and quotient, operands in the same order;
+    m and v enter the update of p at float64 before they are stored), so both give the same
+    bits.  Works through blocks of :data:`NUMPY_BLOCK` elements so that its intermediate
+    arrays stay in cache.
+    """
+    beta1, beta2, step_size, eps = (np.float64(s) for s in (beta1, beta2, step_size, eps))
+    one_minus_beta1, one_minus_beta2 = np.float64(1.0) - beta1, np.float64(1.0) - beta2
+    size = min(p.size, NUMPY_BLOCK)
+    mi_buffer, vi_buffer, term_buffer = (np.empty(size) for _ in range(3))
+    for start in range(0, p.size, NUMPY_BLOCK):
+        block = slice(start, start + NUMPY_BLOCK)
+        pb, db, mb, vb = p[block], d[block], m[block], v[block]
+        mi, vi, term = mi_buffer[:pb.size], vi_buffer[:pb.size], term_buffer[:pb.size]
+        np.multiply(beta1, mb, out=mi)                # mi = beta1 * m + (1 - beta1) * g
+        np.multiply(one_minus_beta1, db, out=term)
+        np.add(mi, term, out=mi)
+        np.multiply(beta2, vb, out=vi)                # vi = beta2 * v + ((1 - beta2) * g) * g
+        np.multiply(one_minus_beta2, db, out=term)
+        np.multiply(term, db, out=term)
+        np.add(vi, term, out=vi)
+        mb[...] = mi
+        vb[...] = vi
+        np.sqrt(vi, out=vi)                           # p += (step_size * mi) / (sqrt(vi) + eps)
+        np.add(vi, eps, out=vi)
+        np.multiply(step_size, mi, out=mi)
+        np.divide(mi, vi, out=mi)
+        np.add(pb, mi, out=pb, casting="unsafe")
+
+
+def _numba_or_reason():
+    """The numba module, or None and the reason it is not used."""
+    if os.environ.get("GAITCIRCUIT_ADAM_KERNEL", "").strip().lower() == "numpy":
+        return None, "numpy (GAITCIRCUIT_ADAM_KERNEL=numpy)"
+    try:
+        import numba
+    except (ImportError, OSError) as err:  # not installed, or e.g. "Numba needs NumPy 2.3 or less"
+        return None, "numpy (numba unavailable: " + " ".join(str(err).split()) + ")"
+    return numba, f"numba {numba.__version__}"
+
+
+numba, ADAM_KERNEL_NOTE = _numba_or_reason()
+#: "numba" (the fused loop, ``fast`` extra) or "numpy" (same bits, slower); ADAM_KERNEL_NOTE says which and why.
+ADAM_KERNEL = "numpy" if numba is None else "numba"
+
+if numba is None:
+    _adam_kernel = adam_kernel_numpy
+else:
+    @numba.njit(parallel=True, cache=True)
+    def _adam_kernel(p, d, m, v, beta1, beta2, step_size, eps):  # pragma: no cover - compiled
+        # One fused pass over memory: the step is memory-bound.
+        for i in numba.prange(p.size):
+            g = d[i]
+            mi = beta1 * m[i] + (1.0 - beta1) * g
+            vi = beta2 * v[i] + (1.0 - beta2) * g * g
+            m[i] = mi
+            v[i] = vi
+            p[i] += step_size * mi / (np.sqrt(vi) + eps)
