@@ -15,6 +15,18 @@ against ``||W^T W - I||_2``.  Orthogonal weights (alpha = 0 for the transpose pa
 Gaussian inputs, quadratic loss on random one-hot targets, several seeds.  ``--bench`` also
 times training steps (BP, exact-inverse GAIT, GAIT with learned feedback) on the 784-wide
 network.  Writes inverse_error.csv, summary.json and figures.
+
+``--circuit`` adds the circuit's axes (docs/imperfect_inverses.md, sections 3 and 6): the fast
+engine with feedback ``Q_l = W_l^-1 (I + eps E_l)`` over eps (0 = exact inverse, 1e-6 .. 1e-1),
+the coupling gamma (1e-4 .. 0.5), the depth and additive white noise in the rate dynamics
+(Euler-Maruyama, time-averaged readout over 150 tau after the transient; ``settle_noisy``), GAIT
+mode, orthogonal weights, width 30, batch 8.  Per point and layer: the local rule's update
+against discrete GAIT with exact inverses at the same gamma, against the discrete absolute form
+with the same ``Q`` (what the noiseless circuit computes to first order in gamma) and against
+BP, the cosine with BP, and the stability margin (largest real eigenvalue of the linearised
+circuit at the steady state).  Per depth, noise and eps: the gamma with the smallest layer-1
+error against BP.  Points run in a process pool and are written to circuit_points.jsonl as they
+finish (a rerun resumes); figure inverse_error_circuit.png.
 """
 
 from __future__ import annotations
@@ -25,6 +37,7 @@ import time
 
 import numpy as np
 
+import circuit
 import models
 from analysis.metrics import cosine, relative_error
 from analysis.plots import use_agg
@@ -40,18 +53,27 @@ from models.feedback import (
 from models.training import apply_update, train_step
 
 from .common import DEFAULT_BLAS_THREADS, Progress, blas_threads, write_summary
+from .sweep import run_points
 
 DESCRIPTION = __doc__
 
 
-def _floats(text: str) -> list:
+def _numbers(text: str, allow_zero: bool) -> list:
     try:
         values = [float(v) for v in text.split(",")]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
-    if not all(np.isfinite(v) and v > 0 for v in values):
-        raise argparse.ArgumentTypeError(f"expected numbers > 0, got {text!r}")
+    if not all(np.isfinite(v) and (v > 0 or (allow_zero and v == 0)) for v in values):
+        raise argparse.ArgumentTypeError(f"expected numbers {'>=' if allow_zero else '>'} 0, got {text!r}")
     return values
+
+
+def _floats(text: str) -> list:
+    return _numbers(text, allow_zero=False)
+
+
+def _nonnegative(text: str) -> list:
+    return _numbers(text, allow_zero=True)
 
 
 def _ints(text: str) -> list:
@@ -94,6 +116,18 @@ def add_arguments(parser):
     parser.add_argument("--bench-hidden", type=_count, default=4)
     parser.add_argument("--bench-batch", type=_count, default=60)
     parser.add_argument("--bench-steps", type=_count, default=15)
+    parser.add_argument("--circuit", action="store_true",
+                        help="also run the circuit (fast engine) over eps, gamma, depth and noise")
+    parser.add_argument("--circuit-eps", type=_nonnegative, default=[0.0, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1],
+                        help="inverse errors of the circuit part, 0 = exact inverse (default 0,1e-6,...,1e-1)")
+    parser.add_argument("--circuit-n-gammas", type=_count, default=13,
+                        help="points of the circuit's log gamma grid 1e-4..0.5 (default 13)")
+    parser.add_argument("--circuit-noise", type=_nonnegative, default=[0.0, 1e-6, 1e-4],
+                        help="noise strengths of the circuit part (default 0,1e-6,1e-4)")
+    parser.add_argument("--circuit-batch", type=_count, default=8)
+    parser.add_argument("--circuit-seeds", type=_ints, default=[0, 1])
+    parser.add_argument("--workers", type=_count, default=None,
+                        help="processes for the circuit part (default: one per core)")
 
 
 def problem(depth: int, width: int, batch: int, seed: int, alpha: float = 0.0):
@@ -201,6 +235,151 @@ def best_gammas(mean_rows) -> list:
     return best
 
 
+def measure_circuit_point(point: dict) -> dict:
+    """One point of the circuit part (runs in a worker process): per-layer rows and the stability margin."""
+    depth, gamma, eps, noise, seed = point["depth"], point["gamma"], point["eps"], point["noise"], point["seed"]
+    net, fwd, target = problem(depth, point["width"], point["batch"], seed)
+    x = fwd.rates[0]
+    feedback = perturbed_inverses(net, eps, seed=seed) if eps > 0 else None
+    spec = circuit.build_circuit(net, gamma, "gait", feedback=feedback)
+    engine = circuit.FastEngine(spec)
+    try:
+        state = engine.settle_nudged(x, target, on_failure="mask", forward=fwd)
+        lam = float(np.max(engine.stability(x, state)))
+        if noise > 0:  # average after the transient: ~10 time constants of the slowest mode
+            start = min(max(50.0, 10.0 / max(-lam, 1e-3)), 2000.0)
+            state = engine.settle_noisy(x, target, noise, duration=(start + 150.0) * spec.tau,
+                                        average_from=start * spec.tau, seed=seed, on_failure="mask", forward=fwd)
+    except circuit.DivergenceError:
+        return {"diverged": True, "converged": False, "stability": None, "layers": []}
+    dW, _ = engine.plasticity(state, x)
+    exact, _ = models.target_updates(net, models.compute_targets(net, fwd, target, "gait", gamma))
+    bp, _ = models.backprop(net, fwd, target)
+    absolute = exact if feedback is None else feedback_updates(net, fwd, target, "gait", gamma, feedback,
+                                                               "absolute")[0]
+    layers = [{"layer": i + 1, "rel_error_update": relative_error(d, e), "rel_error_absolute": relative_error(d, a),
+               "rel_error_bp": relative_error(d, b), "cosine_bp": cosine(d, b), "exact_rel_error_bp":
+               relative_error(e, b), "exact_cosine_bp": cosine(e, b)}
+              for i, (d, e, a, b) in enumerate(zip(dW, exact, absolute, bp))]
+    return {"diverged": False, "converged": bool(np.all(state.converged)), "stability": lam, "layers": layers}
+
+
+def circuit_points(args) -> list:
+    """The circuit part's points (quick mode: a 2 x 2 x 2 grid on a small network)."""
+    if args.quick:
+        grid = {"depth": [3], "eps": [0.0, 1e-3], "gamma": [1e-3, 0.1], "noise": [0.0, 1e-4], "seed": [0]}
+        width, batch = 10, 4
+    else:
+        grid = {"depth": args.depths, "eps": args.circuit_eps, "noise": args.circuit_noise, "seed": args.circuit_seeds,
+                "gamma": [float(g) for g in np.logspace(-4, np.log10(0.5), args.circuit_n_gammas)]}
+        width, batch = args.width, args.circuit_batch
+    return [{"depth": d, "eps": e, "gamma": g, "noise": v, "seed": s, "width": width, "batch": batch}
+            for d in grid["depth"] for e in grid["eps"] for g in grid["gamma"] for v in grid["noise"]
+            for s in grid["seed"]]
+
+
+def run_circuit(args, out) -> dict:
+    """The circuit part: sweep, seed means, best gammas, figure and printed tables."""
+    points = circuit_points(args)
+    records = run_points(points, measure_circuit_point, out / "circuit_points.jsonl",
+                         workers=1 if args.quick else args.workers, label="inverse_error circuit")
+    rows, failed = [], []
+    for rec in records:
+        if "error" in rec:
+            failed.append(rec)
+            continue
+        p, r = rec["point"], rec["result"]
+        base = {k: p[k] for k in ("depth", "eps", "gamma", "noise", "seed")}
+        base.update(diverged=r["diverged"], converged=r["converged"], stability=r["stability"])
+        rows += [{**base, **layer} for layer in r["layers"]] or [{**base, "layer": None}]
+    values = ("rel_error_update", "rel_error_absolute", "rel_error_bp", "cosine_bp", "exact_rel_error_bp",
+              "exact_cosine_bp", "stability")
+    ok = [r for r in rows if not r["diverged"]]
+    means = mean_over_seeds(ok, ("depth", "noise", "eps", "gamma", "layer"), values)
+    best = circuit_best_gammas(means)
+    plot_circuit(means, best, out)
+    print_circuit_tables(means, best)
+    diverged = sorted({(r["depth"], r["eps"], r["gamma"], r["noise"]) for r in rows if r["diverged"]})
+    return {"rows": means, "best_gamma": best, "diverged": diverged, "failed_points": failed}
+
+
+def circuit_best_gammas(mean_rows) -> list:
+    """Per (depth, noise, eps): the gamma with the smallest seed-mean layer-1 error of the circuit against BP."""
+    groups = {}
+    for r in mean_rows:
+        if r["layer"] == 1 and r["rel_error_bp"] is not None:
+            groups.setdefault((r["depth"], r["noise"], r["eps"]), []).append(r)
+    best = []
+    for (depth, noise, eps), sel in sorted(groups.items()):
+        b = min(sel, key=lambda r: r["rel_error_bp"])
+        gammas = [r["gamma"] for r in sel]
+        best.append({"depth": depth, "noise": noise, "eps": eps, "gamma": b["gamma"], "rel_error_bp": b["rel_error_bp"],
+                     "cosine_bp": b["cosine_bp"], "rel_error_update": b["rel_error_update"],
+                     "stability": b["stability"], "at_grid_edge": b["gamma"] in (min(gammas), max(gammas))})
+    return best
+
+
+def print_circuit_tables(means, best):
+    depths = sorted({r["depth"] for r in means})
+    for depth in depths:
+        print(f"\ncircuit, L = {depth}, noise 0, layer 1: update error vs exact GAIT / vs the discrete absolute form / "
+              "cosine with BP / stability margin")
+        for eps in sorted({r["eps"] for r in means}):
+            sel = sorted((r for r in means if r["depth"] == depth and r["noise"] == 0 and r["layer"] == 1
+                          and r["eps"] == eps), key=lambda r: r["gamma"])
+            print(f"  eps {eps:.0e}  " + "  ".join(
+                f"{r['gamma']:.0e}: {r['rel_error_update']:.1e}/{r['rel_error_absolute']:.1e}/{r['cosine_bp']:+.3f}/"
+                f"{r['stability']:+.2f}" for r in sel[:: max(1, len(sel) // 5)]))
+    print("\ncircuit: best gamma (smallest layer-1 error against BP, seed mean) per depth, noise and eps")
+    for b in best:
+        print(f"  L={b['depth']} noise {b['noise']:.0e} eps {b['eps']:.0e}: gamma {b['gamma']:.1e} (error vs BP "
+              f"{b['rel_error_bp']:.1e}, cosine {b['cosine_bp']:+.4f}, vs exact GAIT {b['rel_error_update']:.1e}, "
+              f"stability {b['stability']:+.2f}){' at grid edge' if b['at_grid_edge'] else ''}")
+
+
+def plot_circuit(means, best, out):
+    """Layer-1 error against gamma per eps; cosine with BP; best gamma against eps per depth and noise; stability."""
+    plt = use_agg()
+    depths, noises = sorted({r["depth"] for r in means}), sorted({r["noise"] for r in means})
+    L = max(depths)
+    fig, axes = plt.subplots(1, 4, figsize=(21, 4.6))
+    for c, eps in enumerate(sorted({r["eps"] for r in means})):
+        sel = sorted((r for r in means if r["depth"] == L and r["noise"] == 0 and r["layer"] == 1 and r["eps"] == eps),
+                     key=lambda r: r["gamma"])
+        g = [r["gamma"] for r in sel]
+        label = "exact inverse" if eps == 0 else f"eps {eps:.0e}"
+        axes[0].loglog(g, [r["rel_error_update"] for r in sel], marker="o", ms=3, color=f"C{c}", label=label)
+        axes[1].semilogx(g, [r["cosine_bp"] for r in sel], marker="o", ms=3, color=f"C{c}", label=label)
+        axes[3].semilogx(g, [r["stability"] for r in sel], marker="o", ms=3, color=f"C{c}", label=label)
+    sel = sorted((r for r in means if r["depth"] == L and r["noise"] == 0 and r["layer"] == 1 and r["eps"] == 0),
+                 key=lambda r: r["gamma"])
+    axes[1].semilogx([r["gamma"] for r in sel], [r["exact_cosine_bp"] for r in sel], "k--", lw=0.8,
+                     label="discrete exact GAIT")
+    axes[0].set_ylabel(f"layer-1 update error vs discrete exact GAIT (L = {L})")
+    axes[1].set_ylabel(f"layer-1 cosine with BP (L = {L})")
+    axes[3].set_ylabel("largest real eigenvalue at steady state (1/tau)")
+    for ax in (axes[0], axes[1], axes[3]):
+        ax.set_xlabel("coupling gamma")
+    axes[0].set_title("noiseless circuit", fontsize=9)
+    axes[0].legend(fontsize=6, loc="upper right")
+    axes[1].legend(fontsize=6, loc="lower left")
+    for d, (depth, marker) in enumerate(zip(depths, "os^v")):
+        for noise, style in zip(noises, ("-", "--", ":", "-.")):
+            sel = sorted((b for b in best if b["depth"] == depth and b["noise"] == noise and b["eps"] > 0),
+                         key=lambda b: b["eps"])
+            if sel:
+                axes[2].loglog([b["eps"] for b in sel], [b["gamma"] for b in sel], style, marker=marker, ms=4,
+                               color=f"C{d}", label=f"L={depth}, noise {noise:g}")
+    axes[2].set_xlabel("inverse error eps (||W Q - I||_2)")
+    axes[2].set_ylabel("best gamma (smallest layer-1 error vs BP)")
+    axes[2].legend(fontsize=6, loc="upper left")
+    fig.suptitle("the circuit with an imperfect inverse: error ~ eps / gamma^(L-1) at small gamma, GAIT's own bias at "
+                 "large gamma; the best gamma grows with eps and with the noise")
+    fig.tight_layout()
+    fig.savefig(out / "inverse_error_circuit.png", dpi=110)
+    plt.close(fig)
+
+
 def time_learned_feedback(widths, batch: int = 60, steps: int = 15, gamma: float = 1e-3, data=None,
                           lu_threads: int = 1) -> dict:
     """Median milliseconds per training step: BP, exact-inverse GAIT and GAIT with learned feedback.
@@ -302,10 +481,12 @@ def run(args, out):
               ", ".join(f"{k} {v['ms_per_batch']:.1f} ms" for k, v in bench.items() if isinstance(v, dict)) +
               f"; learned / exact GAIT {bench['learned_over_exact']:.2f}x, "
               f"learned / BP {bench['learned_over_bp']:.2f}x")
+    circuit_results = run_circuit(args, out) if args.circuit else None
     write_summary(out, "inverse_error", {**vars(args), "eps_grid": eps_grid, "gammas": gammas, "depths": depths,
                                          "width": width, "batch": batch, "seeds": seeds, "alphas": alphas,
                                          "transpose_gammas": t_gammas},
-                  rows=perturbed + transpose, best_gamma=best, best_gamma_slopes=slopes, bench=bench)
+                  rows=perturbed + transpose, best_gamma=best, best_gamma_slopes=slopes, bench=bench,
+                  circuit=circuit_results)
 
 
 def best_gamma_slopes(best, mean_rows) -> list:

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from experiments import inverse_error
+from tests import tolerances as tol
 
 
 def parser():
@@ -40,9 +41,37 @@ def test_quick_mode_writes_summary_csv_and_figures(tmp_path):
     assert all(bench[k]["ms_per_batch"] > 0 for k in ("bp", "gait_exact", "gait_learned"))
 
 
+def test_quick_circuit_part_follows_the_discrete_absolute_form_and_resumes(tmp_path):
+    """--circuit: the noiseless circuit's update is the discrete absolute form's to first order in gamma (the
+    exact inverse's: exact GAIT's); stable steady states; best gammas per noise and eps; the figure;
+    a rerun takes the points from circuit_points.jsonl."""
+    args = parser().parse_args(["--quick", "--circuit"])
+    inverse_error.run(args, tmp_path)
+    part = json.loads((tmp_path / "summary.json").read_text())["circuit"]
+    rows = part["rows"]
+    assert {r["eps"] for r in rows} == {0.0, 1e-3} and {r["noise"] for r in rows} == {0.0, 1e-4}
+    L = max(r["depth"] for r in rows)
+    for r in rows:
+        assert r["stability"] < 0
+        if r["noise"] == 0:
+            bound = tol.UPDATE_ERROR_PER_GAMMA * max(L - r["layer"], 1) * r["gamma"]
+            assert r["rel_error_absolute"] <= bound, r
+            if r["eps"] == 0:
+                assert r["rel_error_absolute"] == r["rel_error_update"]
+    assert {(b["noise"], b["eps"]) for b in part["best_gamma"]} == {(0.0, 0.0), (0.0, 1e-3), (1e-4, 0.0), (1e-4, 1e-3)}
+    assert (tmp_path / "inverse_error_circuit.png").exists()
+    lines = (tmp_path / "circuit_points.jsonl").read_text().splitlines()
+    assert len(lines) == 8
+    inverse_error.run(args, tmp_path)
+    assert (tmp_path / "circuit_points.jsonl").read_text().splitlines() == lines
+    assert json.loads((tmp_path / "summary.json").read_text())["circuit"]["rows"] == rows
+
+
 @pytest.mark.parametrize("argv, message", [(["--depths", "1,3"], "numbers of layers >= 2"),
                                            (["--alphas", "0.1,x"], "comma-separated numbers"),
-                                           (["--width", "0"], "integer >= 1")])
+                                           (["--width", "0"], "integer >= 1"),
+                                           (["--circuit-noise", "0,-1"], "numbers >= 0"),
+                                           (["--circuit-eps", "a"], "comma-separated numbers")])
 def test_bad_arguments_are_usage_errors(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
         parser().parse_args(argv)
