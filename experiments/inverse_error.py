@@ -220,18 +220,23 @@ def mean_over_seeds(rows, keys, values) -> list:
     return out
 
 
-def best_gammas(mean_rows) -> list:
-    """Per (form, depth, eps): the gamma with the smallest seed-mean layer-1 error against BP."""
+def best_gammas(mean_rows, keys=("form", "depth", "eps"), extra=()) -> list:
+    """Per combination of ``keys``: the gamma with the smallest seed-mean layer-1 error against BP.
+
+    Each entry holds the keys, that gamma, its error against BP, its cosine with BP, the fields
+    ``extra`` of its row, and whether the gamma is at an edge of the grid.
+    """
     groups = {}
     for r in mean_rows:
-        if r["layer"] == 1:
-            groups.setdefault((r["form"], r["depth"], r["eps"]), []).append(r)
+        if r["layer"] == 1 and r["rel_error_bp"] is not None:
+            groups.setdefault(tuple(r[k] for k in keys), []).append(r)
     best = []
-    for (form, depth, eps), sel in sorted(groups.items()):
+    for key, sel in sorted(groups.items()):
         b = min(sel, key=lambda r: r["rel_error_bp"])
         gammas = [r["gamma"] for r in sel]
-        best.append({"form": form, "depth": depth, "eps": eps, "gamma": b["gamma"], "rel_error_bp": b["rel_error_bp"],
-                     "cosine_bp": b["cosine_bp"], "at_grid_edge": b["gamma"] in (min(gammas), max(gammas))})
+        best.append({**dict(zip(keys, key)), "gamma": b["gamma"], "rel_error_bp": b["rel_error_bp"],
+                     "cosine_bp": b["cosine_bp"], **{k: b[k] for k in extra},
+                     "at_grid_edge": b["gamma"] in (min(gammas), max(gammas))})
     return best
 
 
@@ -296,27 +301,11 @@ def run_circuit(args, out) -> dict:
               "exact_cosine_bp", "stability")
     ok = [r for r in rows if not r["diverged"]]
     means = mean_over_seeds(ok, ("depth", "noise", "eps", "gamma", "layer"), values)
-    best = circuit_best_gammas(means)
+    best = best_gammas(means, ("depth", "noise", "eps"), ("rel_error_update", "stability"))
     plot_circuit(means, best, out)
     print_circuit_tables(means, best)
     diverged = sorted({(r["depth"], r["eps"], r["gamma"], r["noise"]) for r in rows if r["diverged"]})
     return {"rows": means, "best_gamma": best, "diverged": diverged, "failed_points": failed}
-
-
-def circuit_best_gammas(mean_rows) -> list:
-    """Per (depth, noise, eps): the gamma with the smallest seed-mean layer-1 error of the circuit against BP."""
-    groups = {}
-    for r in mean_rows:
-        if r["layer"] == 1 and r["rel_error_bp"] is not None:
-            groups.setdefault((r["depth"], r["noise"], r["eps"]), []).append(r)
-    best = []
-    for (depth, noise, eps), sel in sorted(groups.items()):
-        b = min(sel, key=lambda r: r["rel_error_bp"])
-        gammas = [r["gamma"] for r in sel]
-        best.append({"depth": depth, "noise": noise, "eps": eps, "gamma": b["gamma"], "rel_error_bp": b["rel_error_bp"],
-                     "cosine_bp": b["cosine_bp"], "rel_error_update": b["rel_error_update"],
-                     "stability": b["stability"], "at_grid_edge": b["gamma"] in (min(gammas), max(gammas))})
-    return best
 
 
 def print_circuit_tables(means, best):
