@@ -118,7 +118,8 @@ def run_checkpoint(args, out):
     """Alignment with BP and orthogonality of a trained network (why does GAIT follow BP, or not?)."""
     import json
 
-    from .train import TrainConfig, build, with_defaults
+    from models.training import TrainConfig, with_defaults
+    from models.training import build_model as build
 
     with np.load(args.checkpoint) as ckpt:
         meta = json.loads(str(ckpt["meta"]))

@@ -17,11 +17,10 @@ import numpy as np
 
 import models
 from analysis.metrics import relative_error
-from models.training import step_flops, train_step
+from models.training import default_lu_threads, step_flops, train_step
 
 from .common import DEFAULT_BLAS_THREADS, Progress, blas_threads, write_summary
 from .datasets import load_embedded
-from .train import default_lu_threads
 
 DESCRIPTION = __doc__
 #: Seconds per batch of the published GAIT-prop code on this machine (784 wide, 4 hidden layers,
@@ -193,7 +192,7 @@ def run(args, out):
     for threads, rule, reg, lu_threads in configs:
         with blas_threads(threads):
             times, net = time_steps(widths, args.batch, rule, reg, steps, data, lu_threads)
-        flops = step_flops(widths, args.batch, rule, regularizer=bool(reg))
+        flops = step_flops(widths, args.batch, rule, regulariser=bool(reg))
         ms = float(np.median(times) * 1e3)
         rows.append({"rule": rule, "regulariser": reg, "blas_threads": threads, "lu_threads": lu_threads,
                      "ms_per_batch": ms,
@@ -307,9 +306,8 @@ def bench_circuit(args, data, widths, gait_step_ms):
 
 def circuit_training_step_ms(widths, batch, data, steps, lu_threads):
     """Median ms per training batch: updates from the circuit (fast engine) vs discrete GAIT, same LU threads."""
-    from models.training import train_epoch
-
-    from .train import TrainConfig, circuit_update
+    from circuit.learning import CircuitUpdate
+    from models.training import TrainConfig, train_epoch
 
     out = {}
     x, y = data.train_x[: (steps + 2) * batch], data.train_y[: (steps + 2) * batch]
@@ -326,7 +324,7 @@ def circuit_training_step_ms(widths, batch, data, steps, lu_threads):
 
         with blas_threads(DEFAULT_BLAS_THREADS):
             train_epoch(net, opt, x, y, rule="gait", seed=0, epoch=1, batch=batch, gamma=cfg.gamma,
-                        regularizer=cfg.regulariser, on_batch=tick, inverse=models.DirectInverse(lu_threads),
-                        update=circuit_update(cfg, lu_threads) if engine == "circuit" else None)
+                        regulariser=cfg.regulariser, on_batch=tick, inverse=models.DirectInverse(lu_threads),
+                        update=CircuitUpdate(cfg, lu_threads) if engine == "circuit" else None)
         out[engine] = float(np.median(times[2:]) * 1e3)
     return out["circuit"], out["discrete"]

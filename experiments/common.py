@@ -1,47 +1,134 @@
-"""What every experiment shares: output directory, summary.json with provenance, progress."""
+"""What every experiment shares: its output directory (locked, checked before computing), summary.json with
+provenance, progress bars."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
-__all__ = ["prepare_out", "write_summary", "provenance", "Progress", "tune_allocator", "blas_threads",
-           "compare_with_reference"]
+from models.errors import RunExistsError, ValidationError
+from models.training import (  # noqa: F401  (re-exported: the studies' BLAS set-up)
+    DEFAULT_BLAS_THREADS,
+    blas_libraries,
+    blas_start_threads,
+    blas_threads,
+    holds_run,
+    run_dir_lock,
+)
 
-#: BLAS threads during training steps.  At batch 60 each product is ~1 ms of work; on the
-#: 2-core machine this project is benchmarked on, waking a second BLAS thread for every
-#: product made GAIT steps ~2x slower (python -m experiments bench shows both settings).
-DEFAULT_BLAS_THREADS = 1
+__all__ = ["prepare_out", "check_out", "write_summary", "provenance", "project_commit", "Progress", "tune_allocator",
+           "blas_threads", "compare_with_reference"]
+
+#: The project's own directory (holding models/, circuit/, experiments/): its git commit is the code's.
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
-def prepare_out(out) -> Path:
+def check_out(out, experiment: str, *, resume: bool = False, overwrite: bool = False) -> None:
+    """Refuse (:class:`RunExistsError`) an output directory that holds another study's results or a run.
+
+    ``train`` may write only into a directory without a run, unless it resumes that run;
+    every other study only where no training run and no other study's summary.json are.
+    ``overwrite`` allows both.  Reads only.
+    """
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    return out
+    if not out.exists() or overwrite:
+        return
+    if not out.is_dir():
+        raise ValidationError(f"--out: expected a directory, got the file {out}")
+    previous = _summary_experiment(out / "summary.json")
+    if previous is not None and previous != experiment:
+        raise RunExistsError(f"{out}: holds the results of `{previous}` (summary.json); use another --out, or "
+                             "--overwrite to write there anyway")
+    if experiment == "train":
+        if not resume and (holds_run(out) or previous is not None):
+            found = ", ".join(holds_run(out) or ["summary.json"])
+            raise RunExistsError(f"{out}: already holds a training run ({found}); continue it with --resume, "
+                                 "replace it with --overwrite, or use another --out")
+    elif holds_run(out):
+        raise RunExistsError(f"{out}: holds a training run ({', '.join(holds_run(out))}); use another --out, or "
+                             "--overwrite to write there anyway")
+
+
+def _summary_experiment(path: Path) -> str | None:
+    if not path.exists():
+        return None
+    try:
+        return str(json.loads(path.read_text()).get("experiment", "unknown"))
+    except (OSError, ValueError, AttributeError):
+        return "unknown"
+
+
+@contextlib.contextmanager
+def prepare_out(out, experiment: str, *, resume: bool = False, overwrite: bool = False):
+    """Create ``out``, hold its run lock and check that it can be written, before a study computes.
+
+    Refuses a directory that another process is writing (:class:`RunDirBusyError`) or that
+    holds other results (:func:`check_out`).  If the study then fails, a directory created
+    here that received nothing is removed again.
+    """
+    out = Path(out)
+    check_out(out, experiment, resume=resume, overwrite=overwrite)
+    missing = [p for p in (out, *out.parents) if not p.exists()]
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as err:
+        raise ValidationError(f"--out: expected a directory this process can create and write, got {out} "
+                              f"({err.strerror})") from None
+    try:
+        with run_dir_lock(out):
+            check_out(out, experiment, resume=resume, overwrite=overwrite)
+            yield out
+    finally:  # a directory created here that received nothing goes again
+        if missing and out.is_dir() and {p.name for p in out.iterdir()} <= {".lock"}:
+            with contextlib.suppress(OSError):
+                (out / ".lock").unlink(missing_ok=True)
+                for p in missing:
+                    p.rmdir()
+
+
+def project_commit(root=PROJECT_ROOT) -> tuple[str | None, bool | None]:
+    """(commit, dirty) of the git repository whose top level is ``root``; (None, None) otherwise.
+
+    Installed from a wheel (e.g. into a virtual environment inside another repository),
+    the code is in no repository of its own: no commit is recorded.
+    """
+    root = Path(root).resolve()
+
+    def git(*args):
+        return subprocess.run(["git", *args], capture_output=True, text=True, cwd=root, timeout=10)
+
+    try:
+        top = git("rev-parse", "--show-toplevel")
+        if top.returncode != 0 or Path(top.stdout.strip()).resolve() != root:
+            return None, None
+        commit = git("rev-parse", "HEAD").stdout.strip() or None
+        dirty = bool(git("status", "--porcelain").stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        return None, None
+    return commit, dirty
 
 
 def provenance() -> dict:
-    """Package versions, Python, machine and git commit of the running code."""
+    """Package versions, Python, machine and git commit of the running code (None outside its own repository)."""
     versions = {}
     for name in ("numpy", "scipy", "matplotlib", "brian2", "numba"):
         try:
             versions[name] = __import__(name).__version__
         except ImportError:
             versions[name] = None
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                                cwd=Path(__file__).parent, timeout=10).stdout.strip() or None
-        dirty = bool(subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True,
-                                    cwd=Path(__file__).parent, timeout=10).stdout.strip())
-    except (OSError, subprocess.SubprocessError):
-        commit, dirty = None, None
+    commit, dirty = project_commit()
     return {"python": sys.version.split()[0], "platform": platform.platform(), "cpu": cpu_model(),
             "blas": blas_libraries(), "packages": versions, "git_commit": commit, "git_dirty": dirty,
             "command": " ".join(sys.argv), "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
@@ -54,28 +141,6 @@ def cpu_model() -> str | None:
             return next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), None)
     except OSError:
         return platform.processor() or None
-
-
-def blas_libraries() -> list:
-    """Each loaded BLAS: library, version and the CPU kernels it chose at run time.
-
-    Runs whose floating-point results differ between machines (LU factorisations,
-    products) usually differ here: OpenBLAS picks its kernels by CPU.
-    """
-    from threadpoolctl import threadpool_info
-
-    return [{"library": Path(i["filepath"]).name, "version": i.get("version"),
-             "architecture": i.get("architecture"), "threads": i.get("num_threads")}
-            for i in threadpool_info() if i.get("user_api") == "blas"]
-
-
-def blas_start_threads() -> list:
-    """Each BLAS library's thread count outside any limit (for OpenBLAS: what it started with).
-
-    OpenBLAS started with one thread rounds differently from one started with more and limited
-    to one, so a run's bits depend on it (``python -m experiments train`` starts it with one).
-    """
-    return [b["threads"] for b in blas_libraries()]
 
 
 def _jsonable(value):
@@ -102,19 +167,18 @@ def write_summary(out: Path, experiment: str, config: dict, **results) -> Path:
     return path
 
 
-class Progress:
-    """Prints ``[name] i/n label (elapsed, eta)`` lines to stderr for long work."""
+class Progress(tqdm):
+    """A progress bar ``[name] i/n [elapsed<eta, label]`` on stderr for long work (tqdm)."""
 
     def __init__(self, name: str, total: int):
-        self.name, self.total, self.done = name, total, 0
-        self.start = time.perf_counter()
+        super().__init__(total=total, desc=f"[{name}]", file=sys.stderr, unit="step", dynamic_ncols=True)
 
     def step(self, label: str = "") -> None:
-        self.done += 1
-        elapsed = time.perf_counter() - self.start
-        eta = elapsed / self.done * (self.total - self.done)
-        print(f"[{self.name}] {self.done}/{self.total} {label} ({elapsed:.1f} s, ~{eta:.0f} s left)",
-              file=sys.stderr, flush=True)
+        """One more step done; ``label`` names it.  The bar closes after the last."""
+        self.set_postfix_str(label, refresh=False)
+        self.update(1)
+        if self.n >= self.total:
+            self.close()
 
 
 def tune_allocator() -> None:
@@ -131,13 +195,6 @@ def tune_allocator() -> None:
     m_trim_threshold, m_mmap_threshold = -1, -3
     libc.mallopt(m_mmap_threshold, 256 * 1024 * 1024)
     libc.mallopt(m_trim_threshold, 1024 * 1024 * 1024)
-
-
-def blas_threads(n: int | None):
-    """Context manager limiting BLAS threads to ``n`` (None: leave as is)."""
-    from threadpoolctl import threadpool_limits
-
-    return threadpool_limits(limits=n, user_api="blas")
 
 
 def compare_with_reference(spec, state, dW, reference, ref_dW, bp) -> list:

@@ -17,27 +17,62 @@ from __future__ import annotations
 import time
 
 from analysis.plots import use_agg
-from models.training import evaluate, train_epoch
+from models.errors import ValidationError
+from models.training import TrainConfig
+from models.validation import check_count, check_gamma, check_positive
 
 from .common import write_summary
 from .datasets import Dataset, load_embedded
 from .demo import shrink
+from .grid import comma_list
 from .sweep import run_points
-from .train import TrainConfig, build, circuit_update
+from .train import as_usage_error
 
 DESCRIPTION = __doc__
 
 
 def add_arguments(parser):
-    parser.add_argument("--gammas", default="1e-3,1e-2,0.05,0.2,0.5", help="output couplings (uniform schedule)")
-    parser.add_argument("--noise", default="0,1e-8,1e-6,1e-4", help="noise strengths of the circuit")
+    parser.add_argument("--gammas", help="output couplings (uniform schedule; default 1e-3,1e-2,0.05,0.2,0.5, "
+                                         "--quick: 1e-2,0.2)")
+    parser.add_argument("--noise", help="noise strengths of the circuit (default 0,1e-8,1e-6,1e-4, --quick: 0,1e-4)")
     parser.add_argument("--hidden", type=int, default=2, help="hidden layers of 49 units (default 2)")
-    parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--train-samples", type=int, default=1200, help="training images per epoch (default 1200)")
+    parser.add_argument("--epochs", type=int, help="default 5 (--quick: 1)")
+    parser.add_argument("--train-samples", type=int,
+                        help=f"training images per epoch, at most {EMBEDDED_TRAIN} (default 1200, --quick: 180)")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=None, help="processes (default: one per core)")
     parser.add_argument("--scheduler", help="HOST:PORT of a Dask distributed scheduler to run the points on")
+
+
+#: Training images of the embedded subset, and the batch (the paper's).
+EMBEDDED_TRAIN, BATCH = 3000, 60
+
+
+def validate(args) -> dict:
+    """The sweep's settings (given options, --quick's defaults for the others); ValidationError if any is bad."""
+    quick = args.quick
+    gammas = comma_list("--gammas", args.gammas or ("1e-2,0.2" if quick else "1e-3,1e-2,0.05,0.2,0.5"), convert=float)
+    check_gamma(gammas, len(gammas), name="--gammas")
+    noises = comma_list("--noise", args.noise or ("0,1e-4" if quick else "0,1e-8,1e-6,1e-4"), convert=float)
+    for v in noises:
+        check_positive("--noise", v, allow_zero=True)
+    common = {"hidden": check_count("--hidden", args.hidden, 0),
+              "epochs": (1 if quick else 5) if args.epochs is None else check_count("--epochs", args.epochs),
+              "lr": args.lr, "seed": args.seed,
+              "train_samples": (180 if quick else 1200) if args.train_samples is None else args.train_samples}
+    if not BATCH <= common["train_samples"] <= EMBEDDED_TRAIN:
+        raise ValidationError(f"--train-samples: expected {BATCH} (one batch) to {EMBEDDED_TRAIN} (the embedded "
+                              f"subset), got {common['train_samples']}")
+    if args.workers is not None:
+        check_count("--workers", args.workers)
+    points = [{"rule": "bp", "engine": "discrete", "gamma": None, "noise": 0.0, **common}]
+    points += [{"rule": "gait", "engine": "discrete", "gamma": g, "noise": 0.0, **common} for g in gammas]
+    points += [{"rule": "gait", "engine": "circuit", "gamma": g, "noise": v, **common} for v in noises for g in gammas]
+    with as_usage_error():
+        for point in points:
+            point_config(point, name="embedded-7x7")
+    return {"gammas": gammas, "noises": noises, "common": common, "points": points}
 
 
 def small_dataset(train_samples: int) -> Dataset:
@@ -46,32 +81,29 @@ def small_dataset(train_samples: int) -> Dataset:
                    shrink(raw.test_x), raw.test_y)
 
 
+def point_config(point: dict, name: str) -> TrainConfig:
+    """The training configuration of one point (ValidationError if a setting is bad)."""
+    return TrainConfig(dataset=name, rule=point["rule"], widths=[49] * (point["hidden"] + 2), epochs=point["epochs"],
+                       batch=BATCH, lr=point["lr"], gamma=point["gamma"] or 1e-3, seed=point["seed"],
+                       engine=point["engine"], noise=point["noise"]).resolved()
+
+
 def learn_point(point: dict) -> dict:
     """Train one configuration; test accuracy after every epoch (runs in a worker process)."""
+    import circuit
+
     data = small_dataset(point["train_samples"])
-    cfg = TrainConfig(dataset=data.name, rule=point["rule"], widths=[49] * (point["hidden"] + 2),
-                      epochs=point["epochs"], lr=point["lr"], gamma=point["gamma"] or 1e-3, seed=point["seed"],
-                      engine=point["engine"], noise=point["noise"]).resolved()
-    net, opt = build(cfg)
-    update = circuit_update(cfg, lu_threads=1) if cfg.engine == "circuit" else None  # workers fill the cores
-    accuracy = [evaluate(net, data.test_x, data.test_y, cfg.loss)[1]]
     start = time.perf_counter()
-    for epoch in range(1, cfg.epochs + 1):
-        train_epoch(net, opt, data.train_x, data.train_y, rule=cfg.rule, seed=cfg.seed, epoch=epoch, batch=cfg.batch,
-                    gamma=cfg.gamma, regularizer=cfg.regulariser, loss=cfg.loss, update=update)
-        accuracy.append(evaluate(net, data.test_x, data.test_y, cfg.loss)[1])
+    # one LU thread: the workers already fill the cores
+    result = circuit.train(point_config(point, data.name), data, lu_threads=1, progress=False)
+    accuracy = result.series("test", "accuracy")[1].tolist()
     return {"test_accuracy": accuracy, "final_test_accuracy": accuracy[-1], "peak_test_accuracy": max(accuracy),
-            "seconds": time.perf_counter() - start}
+            "unsettled_samples": result.summary.get("unsettled_samples"), "seconds": time.perf_counter() - start}
 
 
 def run(args, out):
-    gammas = [1e-2, 0.2] if args.quick else [float(g) for g in args.gammas.split(",")]
-    noises = [0.0, 1e-4] if args.quick else [float(v) for v in args.noise.split(",")]
-    common = {"hidden": args.hidden, "epochs": 1 if args.quick else args.epochs, "lr": args.lr, "seed": args.seed,
-              "train_samples": 180 if args.quick else args.train_samples}
-    points = [{"rule": "bp", "engine": "discrete", "gamma": None, "noise": 0.0, **common}]
-    points += [{"rule": "gait", "engine": "discrete", "gamma": g, "noise": 0.0, **common} for g in gammas]
-    points += [{"rule": "gait", "engine": "circuit", "gamma": g, "noise": v, **common} for v in noises for g in gammas]
+    settings = validate(args)
+    gammas, noises, common, points = settings["gammas"], settings["noises"], settings["common"], settings["points"]
     records = run_points(points, learn_point, out / "points.jsonl", workers=args.workers, label="coupling_learning",
                          scheduler=args.scheduler)
     rows, failed = [], []

@@ -9,28 +9,47 @@ fig3 and reused when already trained (see experiments/grid.py).
 from __future__ import annotations
 
 from analysis.plots import use_agg
+from models.errors import ValidationError
 
 from .common import write_summary
-from .grid import add_grid_arguments, bar_plot, print_table, run_grid, table, test_std_percent
+from .grid import (
+    add_grid_arguments,
+    bar_plot,
+    comma_list,
+    grid_settings,
+    print_table,
+    run_grid,
+    table,
+    test_std_percent,
+)
 
 DESCRIPTION = __doc__
+DATASETS_DEFAULT = "fashion_mnist,mnist,kmnist"
 
 
 def add_arguments(parser):
-    add_grid_arguments(parser, "fashion_mnist,mnist,kmnist")
-    parser.add_argument("--depths", default="1,2,3,4", help="hidden layers for panel A (default 1,2,3,4)")
+    add_grid_arguments(parser, DATASETS_DEFAULT)
+    parser.add_argument("--depths", help="hidden layers for panel A (default 1,2,3,4; --quick: 1,2)")
+
+
+def validate(args) -> dict:
+    """The figure's settings (given options, --quick's defaults for the others); ValidationError if malformed."""
+    settings = grid_settings(args, DATASETS_DEFAULT)
+    depths = comma_list("--depths", args.depths or ("1,2" if args.quick else "1,2,3,4"), convert=int)
+    if any(d < 1 for d in depths):
+        raise ValidationError(f"--depths: expected hidden-layer counts >= 1, got {args.depths!r}")
+    return {**settings, "depths": depths}
 
 
 def run(args, out):
-    datasets = ["embedded"] if args.quick else [d.strip() for d in args.datasets.split(",")]
-    rules = [r.strip() for r in args.rules.split(",")]
-    depths = [1, 2] if args.quick else [int(d) for d in args.depths.split(",")]
-    seeds = range(1 if args.quick else args.seeds)
+    settings = validate(args)
+    datasets, rules, depths = settings["datasets"], settings["rules"], settings["depths"]
+    seeds = range(settings["seeds"])
     cells = [("A", datasets[0], f"sq{h}", r, s) for h in depths for r in rules for s in seeds]
     cells += [("B", d, "sq4", r, s) for d in datasets for r in rules for s in seeds]
     cells += [("C", datasets[0], "lin4", r, s) for r in rules for s in seeds]
     unique = list(dict.fromkeys(cells))
-    rows = run_grid(args, unique, "fig2")
+    rows = run_grid(args, unique, "fig2", settings)
     summary = table(rows)
     print_table(summary)
     plt = use_agg()
@@ -51,4 +70,4 @@ def run(args, out):
     fig.tight_layout()
     fig.savefig(out / "fig2.png", dpi=110)
     plt.close(fig)
-    write_summary(out, "fig2", vars(args), rows=rows, table=summary)
+    write_summary(out, "fig2", {**vars(args), **settings}, rows=rows, table=summary)

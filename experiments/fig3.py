@@ -10,21 +10,26 @@ from __future__ import annotations
 from analysis.plots import use_agg
 
 from .common import write_summary
-from .grid import add_grid_arguments, bar_plot, print_table, run_grid, table
+from .grid import add_grid_arguments, bar_plot, grid_settings, print_table, run_grid, table
 
 DESCRIPTION = __doc__
+DATASETS_DEFAULT = "fashion_mnist,mnist,kmnist"
 
 
 def add_arguments(parser):
-    add_grid_arguments(parser, "fashion_mnist,mnist,kmnist")
+    add_grid_arguments(parser, DATASETS_DEFAULT)
+
+
+def validate(args) -> dict:
+    """The figure's settings (given options, --quick's defaults for the others); ValidationError if malformed."""
+    return grid_settings(args, DATASETS_DEFAULT)
 
 
 def run(args, out):
-    datasets = ["embedded"] if args.quick else [d.strip() for d in args.datasets.split(",")]
-    rules = [r.strip() for r in args.rules.split(",")]
-    seeds = range(1 if args.quick else args.seeds)
+    settings = validate(args)
+    datasets, rules, seeds = settings["datasets"], settings["rules"], range(settings["seeds"])
     cells = [(arch, d, arch, r, s) for arch in ("sq3", "var") for d in datasets for r in rules for s in seeds]
-    rows = run_grid(args, cells, "fig3")
+    rows = run_grid(args, cells, "fig3", settings)
     summary = table(rows)
     print_table(summary)
     plt = use_agg()
@@ -34,4 +39,4 @@ def run(args, out):
     fig.tight_layout()
     fig.savefig(out / "fig3.png", dpi=110)
     plt.close(fig)
-    write_summary(out, "fig3", vars(args), rows=rows, table=summary)
+    write_summary(out, "fig3", {**vars(args), **settings}, rows=rows, table=summary)

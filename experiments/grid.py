@@ -15,9 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
+import models
+from models.errors import ValidationError
+from models.training import TrainConfig, train, with_defaults
+from models.validation import check_count
+
 from .common import Progress
-from .datasets import Dataset, load_dataset
-from .train import TrainConfig, train, with_defaults
+from .datasets import DATASETS, Dataset, load_dataset
+from .train import record_run
 
 VARIABLE_WIDTHS = [784, 784, 500, 200, 10]
 
@@ -36,26 +41,51 @@ def arch_config(arch: str, rule: str, dataset: str, seed: int, epochs: int) -> T
 
 
 def add_grid_arguments(parser, datasets_default: str):
-    parser.add_argument("--datasets", default=datasets_default, help="comma-separated (default %(default)s)")
+    parser.add_argument("--datasets", help=f"comma-separated (default {datasets_default}; --quick: embedded)")
     parser.add_argument("--rules", default="bp,tp,gait")
-    parser.add_argument("--seeds", type=int, default=2, help="seeds 0..N-1 (default 2; the paper used 5)")
-    parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--runs", default="results/runs", help="directory of the individual runs (shared)")
+    parser.add_argument("--seeds", type=int, help="seeds 0..N-1 (default 2, --quick 1; the paper used 5)")
+    parser.add_argument("--epochs", type=int, help="default 5 (--quick: 1)")
+    parser.add_argument("--runs", help="directory of the individual runs, shared between grids (default "
+                                       "results/runs; --quick: OUT/runs, so that quick runs never mix with real ones)")
     parser.add_argument("--data-dir")
     parser.add_argument("--no-download", action="store_true")
     parser.add_argument("--tabulate-only", action="store_true",
                         help="train nothing: tabulate the runs already finished in --runs and list the missing ones")
 
 
-def run_grid(args, cells: list, name: str) -> list:
+def comma_list(option: str, text: str, choices=None, convert=str) -> list:
+    """``"a,b"`` -> ["a", "b"] (each converted, and one of ``choices``); :class:`ValidationError` naming ``option``."""
+    try:
+        items = [convert(t.strip()) for t in text.split(",")]
+    except ValueError:
+        items = []
+    if not items or (choices is not None and any(i not in choices for i in items)):
+        allowed = f" from {', '.join(map(str, choices))}" if choices is not None else ""
+        raise ValidationError(f"{option}: expected a comma-separated list{allowed}, got {text!r}")
+    return items
+
+
+def grid_settings(args, datasets_default: str) -> dict:
+    """The grid's settings: the options given, --quick's defaults for the others (checked: ValidationError)."""
+    quick = args.quick
+    epochs = (1 if quick else 5) if args.epochs is None else check_count("--epochs", args.epochs)
+    return {"datasets": comma_list("--datasets", args.datasets or ("embedded" if quick else datasets_default),
+                                   DATASETS),
+            "rules": comma_list("--rules", args.rules, models.RULES),
+            "seeds": (1 if quick else 2) if args.seeds is None else check_count("--seeds", args.seeds),
+            "epochs": epochs,
+            "runs": Path(args.runs) if args.runs else Path(args.out) / "runs" if quick else Path("results/runs")}
+
+
+def run_grid(args, cells: list, name: str, settings: dict) -> list:
     """Train every (panel, dataset, arch, rule, seed) cell; return one row per run."""
     quick = args.quick
-    runs = Path(args.out) / "runs" if quick else Path(args.runs)  # quick runs never mix with real ones
+    runs = settings["runs"]
     cache = {}
     rows, missing = [], []
     progress = Progress(name, len(cells))
     for panel, dataset, arch, rule, seed in cells:
-        cfg = arch_config(arch, rule, dataset, seed, 1 if quick else args.epochs)
+        cfg = arch_config(arch, rule, dataset, seed, settings["epochs"])
         run_dir = runs / f"{dataset}-{rule}-{arch}-s{seed}"
         if getattr(args, "tabulate_only", False):
             result = finished_run(run_dir, cfg)
@@ -69,7 +99,9 @@ def run_grid(args, cells: list, name: str) -> list:
                     data = Dataset(data.name, data.train_x[:180], data.train_y[:180], data.test_x[:200],
                                    data.test_y[:200])
                 cache[dataset] = data
-            result = train(cfg, cache[dataset], run_dir, resume=True, label=f"{dataset} {rule} {arch} s{seed} ")
+            trained = train(cfg, cache[dataset], run_dir, resume=True, label=f"{dataset} {rule} {arch} s{seed} ")
+            record_run(trained, run_dir)
+            result = trained.summary
             progress.step(f"{dataset} {rule} {arch} seed {seed}")
         rows.append({"panel": panel, "dataset": dataset, "arch": arch, "rule": rule, "seed": seed,
                      "epochs": cfg.epochs, "run": str(run_dir), **result})

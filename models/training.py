@@ -1,44 +1,113 @@
-"""One training step of the discrete reference: rule updates, regulariser, Adam.
+"""Training of the discrete reference as a library: the step, the loop, checkpoints and run directories.
 
-The data loop, evaluation and checkpoints live with the experiments; this module
-holds only the maths of a step so that benchmarks and training share it.
+The step (:func:`train_step`, :func:`apply_update`) and one pass over the data
+(:func:`train_epoch`) hold the maths; :func:`train` runs a whole configuration
+(:class:`TrainConfig`) and returns its history in memory (:class:`TrainResult`).  Given an
+output directory it also checkpoints every epoch and can resume a killed run to results
+identical to an uninterrupted one.
+
+The source of the updates is pluggable: ``update(net, x, target, fwd) -> (dW, db)``
+replaces the rule's descent directions (the circuit's local rule is one:
+:func:`circuit.learning.train` supplies it for ``engine="circuit"``).
+
+Data
+----
+Any object with four array attributes (e.g. ``experiments.datasets.Dataset``), or a mapping
+with these four keys:
+
+``train_x`` : ndarray, shape (n_train, n_0)
+    Training inputs (float), ``n_0 = config.widths[0]``.
+``train_y`` : ndarray of int, shape (n_train,)
+    Training labels in ``0 .. config.n_out - 1``.
+``test_x``, ``test_y`` : ndarray, shapes (n_test, n_0) and (n_test,)
+    The test set, same conventions.
+
+Run directory (``out``)
+-----------------------
+``checkpoint.npz`` (the state after the last finished epoch, with a SHA-256 checksum of
+its content and a digest of the data), ``checkpoint.prev.npz`` (the epoch before, kept in
+case the last one is damaged), ``metrics.csv`` (tidy rows: epoch, step, split, metric,
+value) and ``.lock`` (held while a process writes the directory).
 """
 
 from __future__ import annotations
 
+import contextlib
+import csv
+import dataclasses
+import hashlib
+import json
+import os
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Callable, Protocol
+
 import numpy as np
 
-from .losses import constructed_target, loss_value
-from .network import Network
+from .errors import CheckpointError, RunDirBusyError, RunExistsError, ValidationError
+from .losses import LOSSES, constructed_target, loss_value
+from .network import DirectInverse, Network, init_network
 from .optimizers import Adam
 from .regularizer import orthogonality_gradient
-from .rules import compute_updates, forward_factorising
+from .rules import RULES, compute_updates, forward_factorising
+from .validation import check_choice, check_count, check_gamma, check_positive
 
-__all__ = ["train_step", "apply_update", "step_flops", "evaluate", "epoch_order", "train_epoch"]
+__all__ = [
+    "train_step", "apply_update", "step_flops", "evaluate", "epoch_order", "train_epoch",
+    "TrainConfig", "TrainResult", "TrainingData", "train", "build_model", "with_defaults", "RULE_DEFAULTS",
+    "as_training_data",
+    "data_digest", "check_training_data", "save_checkpoint", "read_checkpoint", "check_run_dir", "run_dir_lock",
+    "holds_run", "write_metrics", "summarise", "lu_inverse", "default_lu_threads", "blas_threads",
+    "blas_libraries", "blas_start_threads", "DEFAULT_BLAS_THREADS", "CHECKPOINT", "PREVIOUS_CHECKPOINT",
+    "METRICS", "LOCK_FILE",
+]
+
+#: Learning rate and regulariser lambda per rule when the configuration leaves them unset (the paper's values).
+RULE_DEFAULTS = {"bp": {"lr": 1e-4, "regulariser": 0.0}, "gait": {"lr": 1e-4, "regulariser": 0.1},
+                 "itp": {"lr": 1e-4, "regulariser": 0.1}, "tp": {"lr": 1e-5, "regulariser": 1000.0}}
+#: Training samples of the per-epoch evaluation on the training set (a fixed random subset).
+EVAL_TRAIN_SAMPLES = 5000
+#: BLAS threads during training steps.  At batch 60 each product is ~1 ms of work; on a
+#: 2-core machine, waking a second BLAS thread for every product made GAIT steps ~2x
+#: slower (``python -m experiments bench`` shows both settings).
+DEFAULT_BLAS_THREADS = 1
+ENGINES = ("discrete", "circuit")
+ACTIVATIONS = {"leaky_relu": "leaky_relu", "linear": "identity"}
+INITS = ("orthogonal", "xavier")
+ADAMS = ("published", "standard")
+CHECKPOINT, PREVIOUS_CHECKPOINT, METRICS, LOCK_FILE = "checkpoint.npz", "checkpoint.prev.npz", "metrics.csv", ".lock"
+#: Format of the checkpoints written now: 2 adds a checksum and the data's digest (format 1 had neither).
+CHECKPOINT_FORMAT = 2
+#: Settings that a resumed run may change: how long it runs, and a permission that changes no result.
+RESUMABLE_CHANGES = ("epochs", "allow_narrow_input")
 
 
 def train_step(net: Network, optimizer: Adam, x, target, rule: str, gamma=1e-3,
-               regularizer: float = 0.0, inverse=None):
+               regulariser: float = 0.0, inverse=None):
     """Update ``net`` in place by one Adam step along the rule's descent direction.
 
-    ``regularizer`` is lambda of the orthogonality regulariser (Eq. 23), whose
+    ``regulariser`` is lambda of the orthogonality regulariser (Eq. 23), whose
     gradient is subtracted from the weight directions.  Returns the forward pass
     (computed before the update).
     """
     dW, db, fwd = compute_updates(net, x, target, rule, gamma, inverse)
-    apply_update(net, optimizer, dW, db, regularizer)
+    apply_update(net, optimizer, dW, db, regulariser)
     return fwd
 
 
-def apply_update(net: Network, optimizer: Adam, dW: list, db: list, regularizer: float = 0.0) -> None:
+def apply_update(net: Network, optimizer: Adam, dW: list, db: list, regulariser: float = 0.0) -> None:
     """Subtract the regulariser's gradient from ``dW`` (in place) and take one Adam step."""
-    if regularizer:
+    if regulariser:
         for d, w in zip(dW, net.weights):
-            d -= orthogonality_gradient(w, regularizer)
+            d -= orthogonality_gradient(w, regulariser)
     optimizer.step(net.weights + net.biases, dW + db)
 
 
-def step_flops(widths, batch: int, rule: str, regularizer: bool = False,
+def step_flops(widths, batch: int, rule: str, regulariser: bool = False,
                inverse: str = "lu") -> float:
     """Floating-point operations of one :func:`train_step` (matrix products only).
 
@@ -54,7 +123,7 @@ def step_flops(widths, batch: int, rule: str, regularizer: bool = False,
     else:
         for n in ns[1:]:                                   # one solve with W_{l+1} per layer below
             flops += (2.0 / 3.0 * n**3 if inverse == "lu" else 0.0) + 2.0 * batch * n * n
-    if regularizer:
+    if regulariser:
         flops += sum(3.0 * n**3 for n in ns)               # W^T W (syrk, n^3) and W O (symm, 2 n^3)
     return flops
 
@@ -82,14 +151,19 @@ def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
 
 
 def train_epoch(net: Network, optimizer: Adam, x, labels, *, rule: str, seed: int, epoch: int, batch: int = 60,
-                gamma=1e-3, regularizer: float = 0.0, loss: str = "quadratic", inverse=None, update=None,
+                gamma=1e-3, regulariser: float = 0.0, loss: str = "quadratic", inverse=None, update=None,
                 on_batch=None) -> dict:
     """One pass over (x, labels) in the order :func:`epoch_order` gives; returns running statistics.
 
     ``update(net, x, target, fwd)``, if given, replaces the rule's descent directions (e.g.
-    the circuit's local rule) and returns (dW, db).  ``on_batch(i, n_batches,
-    running_loss)`` is called after every batch (progress display).
+    the circuit's local rule) and returns (dW, db); if it also has a method
+    ``epoch_statistics()`` (counts since its last call, e.g. the circuit's unsettled samples),
+    those counts join the statistics returned.  ``on_batch(i, n_batches, running_loss)`` is
+    called after every batch (progress display).
     """
+    counts = getattr(update, "epoch_statistics", None)
+    if counts is not None:
+        counts()  # start this epoch's counts at zero
     order = epoch_order(len(labels), seed, epoch)
     n_batches = len(order) // batch
     total_loss, correct = 0.0, 0
@@ -107,10 +181,630 @@ def train_epoch(net: Network, optimizer: Adam, x, labels, *, rule: str, seed: in
             out = fwd.rates[-1]
             total_loss += loss_value(loss, out, yb, net.n_out)
             correct += count_correct(out, yb, net.n_out)
-            apply_update(net, optimizer, dW, db, regularizer)
+            apply_update(net, optimizer, dW, db, regulariser)
             if on_batch is not None:
                 on_batch(i, n_batches, total_loss / (i + 1))
     finally:  # no factors of weights that change in place may outlive a failed step
         getattr(inverse, "discard", lambda: None)()
     seen = n_batches * batch
-    return {"running_loss": total_loss / max(n_batches, 1), "running_accuracy": correct / max(seen, 1)}
+    stats = {"running_loss": total_loss / max(n_batches, 1), "running_accuracy": correct / max(seen, 1)}
+    return {**stats, **(counts() if counts is not None else {})}
+
+
+# --------------------------------------------------------------------------- configuration
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a training run's results (saved with every checkpoint).
+
+    ``lr`` and ``regulariser`` (lambda of the orthogonality regulariser, Eq. 23) left as
+    None take the rule's paper values (:data:`RULE_DEFAULTS`; see :meth:`resolved`).
+    ``engine="circuit"`` takes every update from the circuit's steady state (then ``rule``
+    is the coupling mode, "gait" or "itp", ``gamma`` the output layer's coupling,
+    ``schedule`` the couplings below it and ``noise`` the white noise in its rate
+    dynamics); run it with :func:`circuit.learning.train`.  ``widths[1] < widths[0]``
+    means the first layer sees only the first ``widths[1]`` inputs: refused unless
+    ``allow_narrow_input``.  Every value is checked on creation (:class:`ValidationError`).
+    """
+
+    dataset: str = "fashion_mnist"
+    rule: str = "gait"
+    widths: list = field(default_factory=lambda: [784] * 6)
+    activation: str = "leaky_relu"
+    epochs: int = 5
+    batch: int = 60
+    lr: float | None = None
+    regulariser: float | None = None
+    gamma: float = 1e-3
+    loss: str = "quadratic"
+    seed: int = 0
+    init: str = "orthogonal"
+    adam: str = "published"
+    n_out: int = 10
+    engine: str = "discrete"
+    schedule: str = "uniform"   # circuit engine: layer-wise coupling schedule (gamma is the output's)
+    noise: float = 0.0          # circuit engine: white-noise strength in the rate dynamics
+    allow_narrow_input: bool = False
+
+    def __post_init__(self):
+        widths = self.widths
+        if isinstance(widths, (str, bytes)) or not hasattr(widths, "__len__"):
+            raise ValidationError(f"widths: expected a sequence of layer widths such as [784, 784, 10], got {widths!r}")
+        object.__setattr__(self, "widths", [check_count(f"widths[{i}]", w) for i, w in enumerate(widths)])
+        self.validate()
+
+    def validate(self) -> None:
+        """Check every setting; raise :class:`ValidationError` naming the first bad one."""
+        if not isinstance(self.dataset, str):
+            raise ValidationError(f"dataset: expected a name (str), got {self.dataset!r}")
+        check_choice("rule", self.rule, RULES)
+        check_choice("activation", self.activation, tuple(ACTIVATIONS))
+        check_choice("loss", self.loss, LOSSES)
+        check_choice("init", self.init, INITS)
+        check_choice("adam", self.adam, ADAMS)
+        check_choice("engine", self.engine, ENGINES)
+        w = self.widths
+        if len(w) < 2:
+            raise ValidationError(f"widths: expected at least two widths (input and output), got {w}")
+        if any(b > a for a, b in zip(w, w[1:])):
+            raise ValidationError(f"widths: expected non-increasing widths (n_0 >= n_1 >= ... >= n_L), got {w}")
+        if w[1] < w[0] and not self.allow_narrow_input:
+            raise ValidationError(
+                f"widths: the first layer ({w[1]} units) is narrower than the input ({w[0]}), so the network would "
+                f"see only the first {w[1]} of its {w[0]} inputs; give the first layer {w[0]} units, or set "
+                "allow_narrow_input (CLI: --allow-narrow-input) if that is intended")
+        check_count("epochs", self.epochs)
+        check_count("batch", self.batch)
+        check_count("seed", self.seed, minimum=0)
+        check_count("n_out", self.n_out)
+        if self.n_out > w[-1]:
+            raise ValidationError(f"n_out: expected at most the {w[-1]} output units (widths[-1]), got {self.n_out}")
+        if self.lr is not None:
+            check_positive("lr", self.lr)
+        if self.regulariser is not None:
+            check_positive("regulariser", self.regulariser, allow_zero=True)
+        check_positive("noise", self.noise, allow_zero=True)
+        if self.engine == "circuit":
+            check_positive("gamma", self.gamma)  # one number: the output's coupling (the schedule sets the rest)
+            check_gamma(self.gamma, 1)
+        else:
+            check_gamma(self.gamma, len(w) - 1, allow_one=True)
+            if self.schedule != "uniform" or self.noise != 0:
+                raise ValidationError(
+                    f"schedule and noise: expected the defaults ('uniform', 0) with engine 'discrete' (the discrete "
+                    f"rules have neither), got {self.schedule!r} and {self.noise!r}; use engine 'circuit' "
+                    "(CLI: --engine circuit)")
+
+    def resolved(self) -> "TrainConfig":
+        """This configuration with ``lr`` and ``regulariser`` filled from the rule's paper values."""
+        d = RULE_DEFAULTS[self.rule]
+        return dataclasses.replace(self, lr=d["lr"] if self.lr is None else self.lr,
+                                   regulariser=d["regulariser"] if self.regulariser is None else self.regulariser)
+
+
+def with_defaults(config: dict) -> dict:
+    """A saved configuration with the settings added to TrainConfig after it was written, at their defaults."""
+    return {**asdict(TrainConfig()), **config}
+
+
+def build_model(config: TrainConfig) -> tuple[Network, Adam]:
+    """The initial network and optimiser of ``config`` (resolved: ``lr`` set)."""
+    net = init_network(config.widths, config.init, seed=config.seed, activation=ACTIVATIONS[config.activation],
+                       n_out=config.n_out)
+    lr = config.resolved().lr
+    opt = Adam.published(lr) if config.adam == "published" else Adam(lr=lr)
+    return net, opt
+
+
+# --------------------------------------------------------------------------- data
+
+class TrainingData(Protocol):
+    """What :func:`train` reads from its data (see the module's docstring for shapes)."""
+
+    train_x: np.ndarray
+    train_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+
+
+def as_training_data(data) -> TrainingData:
+    """``data`` itself, or a mapping's four entries as attributes (``{"train_x": ..., ...}``)."""
+    if isinstance(data, Mapping):
+        return SimpleNamespace(**{k: data[k] for k in ("train_x", "train_y", "test_x", "test_y") if k in data})
+    return data
+
+
+def check_training_data(data, config: TrainConfig) -> None:
+    """Check ``data`` against ``config`` without copying it (:class:`ValidationError` otherwise)."""
+    data = as_training_data(data)
+    missing = [a for a in ("train_x", "train_y", "test_x", "test_y") if not hasattr(data, a)]
+    if missing:
+        raise ValidationError(f"data: expected an object with arrays train_x, train_y, test_x and test_y (e.g. "
+                              f"experiments.datasets.Dataset), got a {type(data).__name__} without "
+                              + ", ".join(missing))
+    n_in = config.widths[0]
+    for split in ("train", "test"):
+        x, y = np.asarray(getattr(data, f"{split}_x")), np.asarray(getattr(data, f"{split}_y"))
+        if x.ndim != 2 or x.shape[1] != n_in or x.shape[0] == 0:
+            raise ValidationError(f"data.{split}_x: expected shape (n > 0, {n_in}) (widths[0] = {n_in} inputs), "
+                                  f"got {x.shape}")
+        if not np.issubdtype(x.dtype, np.number) or not np.all(np.isfinite(x)):
+            raise ValidationError(f"data.{split}_x: expected finite numbers, got dtype {x.dtype} with non-finite "
+                                  "or non-numeric entries")
+        if y.shape != (x.shape[0],) or not np.issubdtype(y.dtype, np.integer):
+            raise ValidationError(f"data.{split}_y: expected {x.shape[0]} integer labels (one per row of "
+                                  f"{split}_x), got dtype {y.dtype}, shape {y.shape}")
+        if y.min() < 0 or y.max() >= config.n_out:
+            raise ValidationError(f"data.{split}_y: expected labels in 0..{config.n_out - 1} (n_out = "
+                                  f"{config.n_out}), got {y.min()}..{y.max()}")
+    n_train = len(data.train_y)
+    if config.batch > n_train:
+        raise ValidationError(f"batch: expected at most the {n_train} training samples, got {config.batch}")
+
+
+def data_digest(data) -> str:
+    """SHA-256 over the four arrays (dtype, shape and bytes): the same digest means the same data."""
+    h = hashlib.sha256()
+    for name in ("train_x", "train_y", "test_x", "test_y"):
+        a = np.ascontiguousarray(getattr(data, name))
+        h.update(f"{name}:{a.dtype.str}:{a.shape};".encode())
+        h.update(memoryview(a).cast("B"))
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------- threads
+
+def blas_libraries() -> list:
+    """Each loaded BLAS: library, version, the CPU kernels it chose at run time and its threads.
+
+    Runs whose floating-point results differ between machines (LU factorisations,
+    products) usually differ here: OpenBLAS picks its kernels by CPU.
+    """
+    from threadpoolctl import threadpool_info
+
+    return [{"library": Path(i["filepath"]).name, "version": i.get("version"),
+             "architecture": i.get("architecture"), "threads": i.get("num_threads")}
+            for i in threadpool_info() if i.get("user_api") == "blas"]
+
+
+def blas_start_threads() -> list:
+    """Each BLAS library's thread count outside any limit (for OpenBLAS: what it started with).
+
+    OpenBLAS started with one thread rounds differently from one started with more and limited
+    to one, so a run's bits depend on it (``python -m experiments train`` starts it with one).
+    """
+    return [b["threads"] for b in blas_libraries()]
+
+
+def blas_threads(n: int | None):
+    """Context manager limiting BLAS threads to ``n`` (None: leave as is)."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=n, user_api="blas")
+
+
+def default_lu_threads() -> int:
+    """The cores this process may use, at most 2 (measured: a third LU thread gains nothing at 784 wide)."""
+    return max(1, min(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+
+
+def lu_inverse(lu_threads: int | None = None) -> DirectInverse:
+    """The exact layer inverses on ``lu_threads`` threads (None: :func:`default_lu_threads`); same results for any."""
+    return DirectInverse(default_lu_threads() if lu_threads is None else check_count("lu_threads", lu_threads))
+
+
+# --------------------------------------------------------------------------- run directory
+
+_HELD_LOCKS: dict = {}  # run directories this process holds: resolved path -> nesting depth
+
+
+@contextlib.contextmanager
+def run_dir_lock(out):
+    """Hold the exclusive lock of the run directory ``out`` (``out/.lock``, a :mod:`filelock` lock).
+
+    Two processes writing one directory would overwrite each other's checkpoints and
+    records: the second gets :class:`RunDirBusyError` naming the holder's process id.
+    The lock is released by the operating system if the process dies.  A process that
+    already holds the lock may take it again (nested studies, e.g. a study that trains).
+    """
+    from filelock import FileLock, Timeout
+
+    out = Path(out).resolve()
+    if out in _HELD_LOCKS:
+        _HELD_LOCKS[out] += 1
+        try:
+            yield out
+        finally:
+            _HELD_LOCKS[out] -= 1
+        return
+    lock, owner = FileLock(str(out / LOCK_FILE), timeout=0), out / (LOCK_FILE + ".pid")
+    try:
+        lock.acquire()
+    except Timeout:
+        try:
+            holder = f"process {owner.read_text().strip()}"
+        except OSError:
+            holder = "another process"
+        raise RunDirBusyError(
+            f"{out}: expected no other process writing to this directory, but {holder} holds its lock "
+            f"({LOCK_FILE}); wait for it to finish (a training run: then resume it) or use another output "
+            "directory (--out)") from None
+    _HELD_LOCKS[out] = 1
+    try:
+        owner.write_text(f"{os.getpid()}\n")
+        yield out
+    finally:
+        del _HELD_LOCKS[out]
+        with contextlib.suppress(OSError):
+            owner.unlink()
+        lock.release()
+
+
+def holds_run(out) -> list:
+    """The training-run files present in ``out`` (checkpoints, metrics): empty if it holds no run."""
+    out = Path(out)
+    return [name for name in (CHECKPOINT, PREVIOUS_CHECKPOINT, METRICS) if (out / name).exists()]
+
+
+def check_run_dir(out, resume: bool = False, overwrite: bool = False) -> None:
+    """Refuse (:class:`RunExistsError`) to start a new run in a directory that holds one.
+
+    ``resume`` continues the run there; ``overwrite`` replaces it (its files are removed
+    when training starts).  Reads only; changes nothing.
+    """
+    if resume and overwrite:
+        raise ValidationError("resume and overwrite: expected at most one (continue the run, or replace it), "
+                              "got both")
+    found = holds_run(out)
+    if found and not (resume or overwrite):
+        raise RunExistsError(
+            f"{out}: already holds a training run ({', '.join(found)}); continue it with --resume (resume=True), "
+            "replace it with --overwrite (overwrite=True), or use another output directory")
+
+
+def _start_run_dir(out: Path, overwrite: bool) -> None:
+    """Under the lock: remove the temporary files of a killed writer and, with ``overwrite``, the old run."""
+    names = [CHECKPOINT + ".tmp", METRICS + ".tmp"] + (holds_run(out) if overwrite else [])
+    for name in names:
+        with contextlib.suppress(FileNotFoundError):
+            (out / name).unlink()
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+def _checksum(meta_json: str, arrays: dict) -> str:
+    h = hashlib.sha256(meta_json.encode())
+    for key in sorted(arrays):
+        a = np.ascontiguousarray(arrays[key])
+        h.update(f"{key}:{a.dtype.str}:{a.shape};".encode())
+        h.update(memoryview(a).cast("B"))
+    return h.hexdigest()
+
+
+def _replace_durably(src: Path, dst: Path) -> None:
+    os.replace(src, dst)
+    with contextlib.suppress(OSError, AttributeError):  # the rename itself reaches the disk (POSIX)
+        fd = os.open(dst.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def save_checkpoint(path, config: TrainConfig, net: Network, opt: Adam, epoch: int, history: list, times: list,
+                    blas_threads_at_start=None, digest: str | None = None) -> None:
+    """Write the state after ``epoch`` to ``path`` atomically; the file it replaces becomes ``*.prev.npz``.
+
+    The new file is written beside it and fsynced first, so a failed write (disk full) leaves
+    the old checkpoint in place and no temporary file behind.
+    """
+    path = Path(path)
+    arrays = {f"w{i}": w for i, w in enumerate(net.weights)}
+    arrays.update({f"b{i}": b for i, b in enumerate(net.biases)})
+    arrays.update({f"m{i}": m for i, m in enumerate(opt.m)})
+    arrays.update({f"v{i}": v for i, v in enumerate(opt.v)})
+    meta = json.dumps({"format": CHECKPOINT_FORMAT, "config": asdict(config), "epoch": epoch,
+                       "adam_steps": opt.step_count, "history": history, "times": times,
+                       "blas_start_threads": blas_threads_at_start, "data_digest": digest})
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, meta=np.array(meta), checksum=np.array(_checksum(meta, arrays)), **arrays)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    if path.exists():
+        _replace_durably(path, path.with_suffix(".prev.npz"))
+    _replace_durably(tmp, path)
+
+
+def read_checkpoint(path) -> tuple[dict, dict]:
+    """(meta, arrays) of a checkpoint, its checksum verified; :class:`CheckpointError` naming the file otherwise.
+
+    Checkpoints of format 1 (no checksum, no data digest) are read as they are.
+    """
+    path = Path(path)
+    try:
+        with np.load(path) as f:
+            arrays = {k: f[k] for k in f.files}
+        meta_json = str(arrays.pop("meta"))
+        meta = json.loads(meta_json)
+        stored = arrays.pop("checksum", None)
+        for key in ("config", "epoch", "adam_steps", "history", "times"):
+            meta[key]  # noqa: B018  (a KeyError names the missing entry)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: expected a checkpoint file, found none") from None
+    except Exception as err:  # noqa: BLE001  (truncated, zeroed or damaged files fail in many ways)
+        raise CheckpointError(f"{path}: expected a readable checkpoint, but it is damaged ({type(err).__name__}: "
+                              f"{err}){_previous_hint(path)}") from err
+    if stored is not None and str(stored) != _checksum(meta_json, arrays):
+        raise CheckpointError(f"{path}: expected the checksum stored in the checkpoint, but its content differs "
+                              f"(the file is damaged){_previous_hint(path)}")
+    return meta, arrays
+
+
+def _previous_hint(path: Path) -> str:
+    prev = path.with_suffix(".prev.npz")
+    if path.name.endswith(".prev.npz") or not prev.exists():
+        return ""
+    try:
+        epoch = read_checkpoint(prev)[0]["epoch"]
+    except CheckpointError:
+        return f"; the previous checkpoint {prev} is damaged too"
+    return (f"; the previous checkpoint {prev} (after epoch {epoch}) is intact: move it to {path} "
+            "and resume again to continue from there")
+
+
+def _restore(path: Path, meta: dict, arrays: dict, config: TrainConfig, net: Network, opt: Adam,
+             digest: str | None) -> None:
+    saved = {k: v for k, v in with_defaults(meta["config"]).items() if k not in RESUMABLE_CHANGES}
+    wanted = {k: v for k, v in asdict(config).items() if k not in RESUMABLE_CHANGES}
+    if saved != wanted:
+        diff = {k: (saved.get(k), wanted.get(k)) for k in wanted if saved.get(k) != wanted.get(k)}
+        raise CheckpointError(f"{path}: the checkpoint was made with another configuration (saved vs now: {diff}); "
+                              "resume with the same settings or use another output directory")
+    saved_digest = meta.get("data_digest")
+    if saved_digest is not None and digest is not None and saved_digest != digest:
+        raise CheckpointError(f"{path}: the checkpoint was trained on other data (data digest {saved_digest[:12]}... "
+                              f"vs {digest[:12]}... now); resume with the same data (e.g. the same --data-dir) or "
+                              "use another output directory")
+    L = len(net.weights)
+    try:
+        for i in range(L):
+            net.weights[i][...] = arrays[f"w{i}"]
+            net.biases[i][...] = arrays[f"b{i}"]
+        opt.m = [arrays[f"m{i}"].copy() for i in range(2 * L)]
+        opt.v = [arrays[f"v{i}"].copy() for i in range(2 * L)]
+    except (KeyError, ValueError) as err:
+        raise CheckpointError(f"{path}: expected the arrays of a network of widths {config.widths}, got "
+                              f"{type(err).__name__}: {err}") from None
+    opt.step_count = meta["adam_steps"]
+
+
+# --------------------------------------------------------------------------- records
+
+def write_metrics(path, history: list) -> None:
+    """``history`` as tidy CSV (epoch, step, split, metric, value), replaced atomically."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=["epoch", "step", "split", "metric", "value"])
+            writer.writeheader()
+            writer.writerows(history)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    os.replace(tmp, path)
+
+
+def _series(history: list, split: str, metric: str) -> list:
+    return [(r["epoch"], r["value"]) for r in history if r["split"] == split and r["metric"] == metric]
+
+
+def summarise(history: list, times: list) -> dict:
+    """Peak and final accuracies, seconds per epoch, evaluation overhead and (circuit) unsettled samples."""
+    test_acc, train_acc = _series(history, "test", "accuracy"), _series(history, "train", "accuracy")
+    train_s = sum(t["train_seconds"] for t in times)
+    eval_s = sum(t["eval_seconds"] for t in times)
+    result = {
+        "peak_test_accuracy": max(v for e, v in test_acc if e > 0) if len(test_acc) > 1 else float("nan"),
+        "final_test_accuracy": test_acc[-1][1],
+        "peak_train_accuracy": max(v for e, v in train_acc if e > 0) if len(train_acc) > 1 else float("nan"),
+        "final_train_accuracy": train_acc[-1][1],
+        "seconds_per_epoch": train_s / max(len(times), 1),
+        "evaluation_overhead": eval_s / train_s if train_s else float("nan"),
+    }
+    unsettled = _series(history, "train_running", "unsettled_samples")
+    if unsettled:
+        result["unsettled_samples"] = int(sum(v for _, v in unsettled))
+        result["unsettled_samples_per_epoch"] = [int(v) for _, v in unsettled]
+    return result
+
+
+@dataclass
+class TrainResult:
+    """A finished :func:`train`: the trained network and optimiser, and the run's history in memory.
+
+    ``rows``: one dict per (epoch, split, metric), as in metrics.csv: splits "train" (a fixed
+    subset of up to 5000 training samples) and "test" evaluated after each epoch (epoch 0:
+    before training), "train_running" the running loss and accuracy during the epoch (and,
+    for the circuit engine, "unsettled_samples": samples whose settle did not reach its
+    tolerance).  ``epoch_times``: training and evaluation seconds per epoch.  ``summary``:
+    :func:`summarise` of the rows.
+    """
+
+    config: TrainConfig
+    network: Network
+    optimizer: Adam
+    rows: list
+    epoch_times: list
+    summary: dict
+
+    def series(self, split: str, metric: str) -> tuple[np.ndarray, np.ndarray]:
+        """(epochs, values) of one metric, e.g. ``series("test", "accuracy")``."""
+        pts = _series(self.rows, split, metric)
+        return np.array([e for e, _ in pts], dtype=int), np.array([v for _, v in pts], dtype=float)
+
+
+# --------------------------------------------------------------------------- the loop
+
+def train(config: TrainConfig, data: TrainingData, out=None, *, resume: bool = False, overwrite: bool = False,
+          update: Callable | None = None, lu_threads: int | None = None, on_batch: Callable | None = None,
+          progress: bool = True, label: str = "") -> TrainResult:
+    """Train per ``config`` on ``data``; return the history in memory (:class:`TrainResult`).
+
+    Parameters
+    ----------
+    config : TrainConfig
+        ``lr``/``regulariser`` left as None take the rule's paper values.  ``engine="circuit"``
+        needs the circuit's update: run it with :func:`circuit.learning.train`.
+    data : object with train_x (n, n_0), train_y (n,), test_x, test_y arrays
+        See the module's docstring; checked against ``config`` before anything runs.
+    out : path, optional
+        Run directory: if given, a checkpoint and metrics.csv are written after every epoch
+        (nothing is written otherwise).  A directory that already holds a run is refused
+        (:class:`RunExistsError`) unless ``resume`` (continue it, bit-identically, after
+        checking its configuration and data) or ``overwrite`` (replace it).  One process at
+        a time (:class:`RunDirBusyError`).
+    update : callable, optional
+        ``update(net, x, target, fwd) -> (dW, db)`` replaces the rule's descent directions
+        (see :func:`train_epoch`).
+    lu_threads : int, optional
+        Threads factorising the layers' inverses (default :func:`default_lu_threads`); changes
+        speed, never results.
+    on_batch : callable, optional
+        ``on_batch(epoch, i, n_batches, running_loss)`` after every batch.
+    progress : bool
+        Show a progress bar with ETA (tqdm) and one line per epoch on stderr.
+    label : str
+        Prefix of the progress display.
+
+    Returns
+    -------
+    TrainResult
+        The trained network and optimiser, the per-epoch rows and their summary.
+
+    Raises
+    ------
+    ValidationError
+        A bad setting or data that do not fit the configuration (before anything is created).
+    RunExistsError, RunDirBusyError, CheckpointError
+        ``out`` holds a run (neither resume nor overwrite), is being written by another
+        process, or its checkpoint is damaged or belongs to another configuration or data.
+    """
+    if config.engine == "circuit" and update is None:
+        raise ValidationError("engine: 'circuit' takes its updates from the circuit; train it with "
+                              "circuit.train (circuit.learning.train), which supplies them, or use engine 'discrete'")
+    config.validate()
+    cfg = config.resolved()
+    data = as_training_data(data)
+    check_training_data(data, cfg)
+    if lu_threads is not None:
+        check_count("lu_threads", lu_threads)
+    if out is None:
+        if resume or overwrite:
+            raise ValidationError("out: expected the run directory to resume or overwrite, got None")
+        return _train(cfg, data, None, False, update, lu_threads, on_batch, progress, label)
+    out = Path(out)
+    check_run_dir(out, resume, overwrite)  # before anything is created
+    out.mkdir(parents=True, exist_ok=True)
+    with run_dir_lock(out):
+        check_run_dir(out, resume, overwrite)
+        _start_run_dir(out, overwrite)
+        return _train(cfg, data, out, resume, update, lu_threads, on_batch, progress, label)
+
+
+def _say(progress: bool, message: str) -> None:
+    if progress:
+        from tqdm import tqdm
+
+        tqdm.write(message, file=sys.stderr)
+
+
+def _resume(out: Path, cfg, net, opt, digest, blas, progress):
+    ckpt = out / CHECKPOINT
+    if not ckpt.exists() and (out / PREVIOUS_CHECKPOINT).exists():
+        ckpt = out / PREVIOUS_CHECKPOINT  # a writer stopped between the two renames of save_checkpoint
+    if not ckpt.exists():
+        return 1, [], []
+    meta, arrays = read_checkpoint(ckpt)
+    _restore(ckpt, meta, arrays, cfg, net, opt, digest)
+    _say(progress, f"[train] resuming after epoch {meta['epoch']} from {ckpt}"
+         + ("" if meta.get("data_digest") else " (a checkpoint without a data digest: the data are not checked)"))
+    saved_blas = meta.get("blas_start_threads")
+    if saved_blas is not None and saved_blas != blas:
+        print(f"[train] warning: the checkpoint was written by a process whose BLAS started with {saved_blas} "
+              f"thread(s), this one with {blas}: the run continues correctly, but its last bits will differ "
+              "from an uninterrupted run (resume with `python -m experiments train`, which starts OpenBLAS "
+              "with one thread, or set OPENBLAS_NUM_THREADS as the first process had it)", file=sys.stderr)
+    return meta["epoch"] + 1, meta["history"], meta["times"]
+
+
+def _train(cfg, data, out, resume, update, lu_threads, on_batch, progress, label) -> TrainResult:
+    from tqdm import tqdm
+
+    net, opt = build_model(cfg)
+    history, first_epoch, times = [], 1, []
+    blas = blas_start_threads()
+    digest = data_digest(data) if out is not None else None
+    if resume:
+        first_epoch, history, times = _resume(out, cfg, net, opt, digest, blas, progress)
+    eval_idx = np.random.default_rng([cfg.seed, 10**6]).choice(len(data.train_y), min(EVAL_TRAIN_SAMPLES,
+                                                                                     len(data.train_y)), replace=False)
+    batches_per_epoch = len(data.train_y) // cfg.batch
+    inverse = lu_inverse(lu_threads)
+    if not history:
+        history += evaluation_rows(net, cfg, data, eval_idx, epoch=0, step=0)
+    for epoch in range(first_epoch, cfg.epochs + 1):
+        bar = tqdm(total=batches_per_epoch, desc=f"[train] {label}epoch {epoch}/{cfg.epochs}", unit="batch",
+                   file=sys.stderr, leave=False, disable=not progress,
+                   mininterval=0.5 if sys.stderr.isatty() else 30.0)  # a log file gets a line per 30 s
+
+        def hook(i, n, running_loss, epoch=epoch, bar=bar):
+            bar.update(1)
+            bar.set_postfix(loss=f"{running_loss:.4f}", refresh=False)
+            if on_batch is not None:
+                on_batch(epoch, i, n, running_loss)
+
+        t0 = time.perf_counter()
+        try:
+            with blas_threads(DEFAULT_BLAS_THREADS):
+                stats = train_epoch(net, opt, data.train_x, data.train_y, rule=cfg.rule, seed=cfg.seed, epoch=epoch,
+                                    batch=cfg.batch, gamma=cfg.gamma, regulariser=cfg.regulariser, loss=cfg.loss,
+                                    update=update, on_batch=hook, inverse=inverse)
+                t1 = time.perf_counter()
+                rows = evaluation_rows(net, cfg, data, eval_idx, epoch=epoch, step=epoch * batches_per_epoch)
+                t2 = time.perf_counter()
+        finally:
+            bar.close()
+        rows += [{"epoch": epoch, "step": epoch * batches_per_epoch, "split": "train_running",
+                  "metric": k.removeprefix("running_"),
+                  "value": v} for k, v in stats.items()]
+        history += rows
+        times.append({"epoch": epoch, "train_seconds": t1 - t0, "eval_seconds": t2 - t1})
+        test_acc = next(r["value"] for r in rows if r["split"] == "test" and r["metric"] == "accuracy")
+        unsettled = stats.get("unsettled_samples")
+        _say(progress, f"[train] {label}epoch {epoch}/{cfg.epochs}: {t1 - t0:.1f} s training "
+             f"({batches_per_epoch / (t1 - t0):.1f} batches/s), evaluation {t2 - t1:.1f} s "
+             f"({100 * (t2 - t1) / (t1 - t0):.1f}%), test accuracy {test_acc:.4f}"
+             + (f", {unsettled} samples did not settle" if unsettled else ""))
+        if out is not None:
+            save_checkpoint(out / CHECKPOINT, cfg, net, opt, epoch, history, times, blas, digest)
+            write_metrics(out / METRICS, history)
+    return TrainResult(cfg, net, opt, history, times, summarise(history, times))
+
+
+def evaluation_rows(net, cfg, data, eval_idx, epoch, step) -> list:
+    """Loss and accuracy on the fixed training subset and on the test set, as tidy rows."""
+    rows = []
+    for split, (x, y) in {"train": (data.train_x[eval_idx], data.train_y[eval_idx]),
+                          "test": (data.test_x, data.test_y)}.items():
+        loss, acc = evaluate(net, x, y, cfg.loss)
+        rows += [{"epoch": epoch, "step": step, "split": split, "metric": "loss", "value": loss},
+                 {"epoch": epoch, "step": step, "split": split, "metric": "accuracy", "value": acc}]
+    return rows

@@ -174,7 +174,7 @@ def test_training_with_factorisations_started_before_the_forward_pass_is_bit_ide
     for inverse in (models.DirectInverse(), models.DirectInverse(threads=2), None):
         net = models.init_network([12, 12, 12, 12, 12], "orthogonal", seed=3, n_out=4)
         train_epoch(net, models.Adam.published(1e-3), x, labels, rule="gait", seed=0, epoch=1, batch=8,
-                    regularizer=0.1, inverse=inverse)
+                    regulariser=0.1, inverse=inverse)
         nets.append(net)
         assert inverse is None or not inverse._pending  # nothing outlives the epoch
     for net in nets[1:]:
