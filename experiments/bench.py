@@ -1,5 +1,8 @@
 """Benchmark: per-batch time of training steps of the discrete reference.
 
+``--feedback``: GAIT with learned feedback weights (:class:`models.LearnedFeedback`: no LU
+factorisation) against exact-inverse GAIT and BP, in one run, steps taking turns.
+
 784-wide network with 4 hidden layers, batch 60, float64, Adam (published
 variant): BP, TP and GAIT-prop, each with and without the orthogonality
 regulariser.  Prints the machine's measured matmul peak (784x784 float64
@@ -36,6 +39,9 @@ def add_arguments(parser):
     parser.add_argument("--engine-threads", action="store_true",
                         help="only time the fast circuit engine as a script uses it (BLAS at its start-up threads), "
                              "without and with its one-BLAS-thread limit for small layers")
+    parser.add_argument("--feedback", action="store_true",
+                        help="only time GAIT with learned feedback weights (no LU factorisation per step) against "
+                             "exact-inverse GAIT and BP, their steps taking turns batch by batch")
 
 
 def _median_seconds(fn, repeats: int) -> float:
@@ -173,6 +179,13 @@ def run(args, out):
     data = load_embedded()
     widths = [784] + [args.width] * (args.hidden + 1)
     steps = 4 if args.quick else args.steps
+    if args.feedback:
+        from .inverse_error import time_learned_feedback, timing_line
+
+        timing = time_learned_feedback(widths, args.batch, steps, data=data)
+        print(timing_line(timing, widths, args.batch))
+        write_summary(out, "bench", {**vars(args), "widths": widths, "steps": steps}, feedback=timing)
+        return
     peak = matmul_peak(repeats=5 if args.quick else 15)
     with blas_threads(DEFAULT_BLAS_THREADS):
         product_floor = bp_product_floor(widths, args.batch, repeats=10 if args.quick else 30)

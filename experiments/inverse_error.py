@@ -424,6 +424,14 @@ def time_learned_feedback(widths, batch: int = 60, steps: int = 15, gamma: float
     return out
 
 
+def timing_line(bench: dict, widths, batch: int) -> str:
+    """One line of :func:`time_learned_feedback`'s figures: each kind's median step and the ratios."""
+    return (f"step time, widths {list(widths)}, batch {batch}, {DEFAULT_BLAS_THREADS} BLAS thread: "
+            + ", ".join(f"{k} {v['ms_per_batch']:.1f} ms" for k, v in bench.items() if isinstance(v, dict))
+            + f"; learned / exact GAIT {bench['learned_over_exact']:.2f}x, "
+              f"learned / BP {bench['learned_over_bp']:.2f}x")
+
+
 def write_csv(path, rows) -> None:
     fields = list(dict.fromkeys(k for r in rows for k in r))
     with open(path, "w", newline="") as fh:
@@ -466,10 +474,7 @@ def run(args, out):
     if args.bench:
         widths = [40, 30, 30, 20] if args.quick else [args.bench_width] * (args.bench_hidden + 2)
         bench = time_learned_feedback(widths, args.bench_batch, 2 if args.quick else args.bench_steps)
-        print(f"\nstep time, widths {widths}, batch {args.bench_batch}, {DEFAULT_BLAS_THREADS} BLAS thread: " +
-              ", ".join(f"{k} {v['ms_per_batch']:.1f} ms" for k, v in bench.items() if isinstance(v, dict)) +
-              f"; learned / exact GAIT {bench['learned_over_exact']:.2f}x, "
-              f"learned / BP {bench['learned_over_bp']:.2f}x")
+        print("\n" + timing_line(bench, widths, args.bench_batch))
     circuit_results = run_circuit(args, out) if args.circuit else None
     write_summary(out, "inverse_error", {**vars(args), "eps_grid": eps_grid, "gammas": gammas, "depths": depths,
                                          "width": width, "batch": batch, "seeds": seeds, "alphas": alphas,

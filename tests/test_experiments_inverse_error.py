@@ -77,3 +77,16 @@ def test_bad_arguments_are_usage_errors(argv, message, capsys):
         parser().parse_args(argv)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_bench_feedback_times_learned_feedback_against_exact_gait_and_bp(tmp_path, capsys):
+    from experiments import bench
+
+    p = argparse.ArgumentParser(prog="bench")
+    p.add_argument("--quick", action="store_true")
+    bench.add_arguments(p)
+    bench.run(p.parse_args(["--quick", "--feedback", "--hidden", "1"]), tmp_path)
+    timing = json.loads((tmp_path / "summary.json").read_text())["feedback"]
+    assert all(timing[k]["ms_per_batch"] > 0 for k in ("bp", "gait_exact", "gait_learned"))
+    assert timing["learned_over_exact"] > 0
+    assert "learned / exact GAIT" in capsys.readouterr().out
