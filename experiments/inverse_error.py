@@ -41,6 +41,7 @@ import circuit
 import models
 from analysis.metrics import cosine, relative_error
 from analysis.plots import use_agg
+from models.errors import ValidationError
 from models.feedback import (
     FORMS,
     LearnedFeedback,
@@ -128,6 +129,10 @@ def add_arguments(parser):
     parser.add_argument("--circuit-seeds", type=_ints, default=[0, 1])
     parser.add_argument("--workers", type=_count, default=None,
                         help="processes for the circuit part (default: one per core)")
+    parser.add_argument("--tabulate-training", metavar="DIR",
+                        help="only print the tables of training runs with learned feedback: DIR holds one "
+                             "directory per run with its metrics.csv, named KIND_sSEED (e.g. learned_s0, "
+                             "exact_gait_s0, bp_s0)")
 
 
 def problem(depth: int, width: int, batch: int, seed: int, alpha: float = 0.0):
@@ -440,7 +445,66 @@ def write_csv(path, rows) -> None:
         writer.writerows(rows)
 
 
+def read_training_runs(directory) -> dict:
+    """``{(kind, seed): rows}`` of the metrics.csv files in ``directory``'s subdirectories named KIND_sSEED."""
+    from pathlib import Path
+
+    runs = {}
+    for path in sorted(Path(directory).glob("*_s*/metrics.csv")):
+        kind, _, seed = path.parent.name.rpartition("_s")
+        with open(path, newline="") as fh:
+            runs[kind, int(seed)] = [{**r, "epoch": int(r["epoch"]), "value": float(r["value"])}
+                                     for r in csv.DictReader(fh)]
+    if not runs:
+        raise ValidationError(f"--tabulate-training: expected directories KIND_sSEED with a metrics.csv in "
+                              f"{directory}, found none")
+    return runs
+
+
+def training_tables(runs: dict) -> str:
+    """Markdown tables: test accuracy per epoch of every run; ||Q W - I|| and cosines with BP per layer over epochs."""
+    def value(rows, epoch, split, metric):
+        return next((r["value"] for r in rows if r["epoch"] == epoch and r["split"] == split
+                     and r["metric"] == metric), None)
+
+    learned = sorted(k for k in runs if k[0] == "learned")
+    epochs = sorted({r["epoch"] for k in learned for r in runs[k]})
+    last = max(epochs)
+    names = sorted(runs, key=lambda k: (k[0] != "learned", k))
+    lines = ["| epoch | " + " | ".join(f"{kind} s{seed}" for kind, seed in names) + " | learned mean |",
+             "|---|" + "---|" * (len(names) + 1)]
+    for epoch in range(1, last + 1):
+        cells = [value(runs[k], epoch, "test", "accuracy") for k in names]
+        mean = [value(runs[k], epoch, "test", "accuracy") for k in learned]
+        cells.append(float(np.mean(mean)) if mean and None not in mean else None)
+        lines.append(f"| {epoch} | " + " | ".join("-" if c is None else f"{100 * c:.2f}" for c in cells) + " |")
+    tables = ["test accuracy (%)", *lines]
+    metrics = sorted({r["metric"] for k in learned for r in runs[k] if r["split"] == "feedback"},
+                     key=lambda m: (m.rstrip("0123456789"), int(m.rpartition("layer")[2])))
+    for title, prefix in (("||Q_l W_l - I||_2", "inverse_error_layer"), ("cosine with BP", "cosine_bp_layer"),
+                          ("exact GAIT's cosine with BP (same probe)", "exact_cosine_bp_layer")):
+        chosen = [m for m in metrics if m.startswith(prefix)]
+        tables += ["", f"learned feedback, {title}, per layer (seeds {', '.join(str(s) for _, s in learned)})",
+                   "| epoch | " + " | ".join(f"layer {m.rpartition('layer')[2]}" for m in chosen) + " |",
+                   "|---|" + "---|" * len(chosen)]
+        fmt = "{:.1e}" if prefix.startswith("inverse") else "{:.4f}"
+        for epoch in epochs:
+            cells = [" / ".join(fmt.format(v) for v in (value(runs[k], epoch, "feedback", m) for k in learned)
+                                if v is not None) for m in chosen]
+            tables.append(f"| {epoch} | " + " | ".join(cells) + " |")
+    return "\n".join(tables)
+
+
+def validate(args) -> None:
+    """Before --out is touched: the runs to tabulate exist."""
+    if args.tabulate_training:
+        read_training_runs(args.tabulate_training)
+
+
 def run(args, out):
+    if args.tabulate_training:
+        print(training_tables(read_training_runs(args.tabulate_training)))
+        return
     eps_grid = [1e-6, 1e-3, 1e-1] if args.quick else [float(e) for e in np.logspace(-6, -1, args.n_eps)]
     gammas = [1e-4, 1e-2, 1.0] if args.quick else [float(g) for g in np.logspace(-4, 0, args.n_gammas)]
     depths = [3] if args.quick else args.depths

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from experiments import inverse_error
+from models.errors import ValidationError
 from tests import tolerances as tol
 
 
@@ -90,3 +91,28 @@ def test_bench_feedback_times_learned_feedback_against_exact_gait_and_bp(tmp_pat
     assert all(timing[k]["ms_per_batch"] > 0 for k in ("bp", "gait_exact", "gait_learned"))
     assert timing["learned_over_exact"] > 0
     assert "learned / exact GAIT" in capsys.readouterr().out
+
+
+def test_training_tables_read_the_runs_metrics(tmp_path, capsys):
+    """--tabulate-training: test accuracy of every run per epoch (and the learned runs' mean), ||Q W - I|| and
+    cosines per layer, from metrics.csv files in KIND_sSEED directories."""
+    def write(name, rows):
+        (tmp_path / name).mkdir()
+        with open(tmp_path / name / "metrics.csv", "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=["epoch", "step", "split", "metric", "value"])
+            writer.writeheader()
+            writer.writerows({"epoch": e, "step": 0, "split": s, "metric": m, "value": v} for e, s, m, v in rows)
+
+    for seed, acc in ((0, 0.8), (1, 0.9)):
+        write(f"learned_s{seed}", [(0, "test", "accuracy", 0.1), (1, "test", "accuracy", acc),
+                                   (0, "feedback", "inverse_error_layer2", 1e-15),
+                                   (1, "feedback", "inverse_error_layer2", 0.01 * (seed + 1)),
+                                   (1, "feedback", "cosine_bp_layer1", 0.99)])
+    write("exact_gait_s0", [(1, "test", "accuracy", 0.85)])
+    inverse_error.run(parser().parse_args(["--tabulate-training", str(tmp_path)]), tmp_path)
+    text = capsys.readouterr().out
+    assert "| epoch | learned s0 | learned s1 | exact_gait s0 | learned mean |" in text
+    assert "| 1 | 80.00 | 90.00 | 85.00 | 85.00 |" in text
+    assert "| 1 | 1.0e-02 / 2.0e-02 |" in text and "| 1 | 0.9900 / 0.9900 |" in text
+    with pytest.raises(ValidationError, match="expected directories KIND_sSEED"):
+        inverse_error.validate(parser().parse_args(["--tabulate-training", str(tmp_path / "learned_s0")]))
