@@ -300,17 +300,23 @@ def run_circuit(args, out) -> dict:
             continue
         p, r = rec["point"], rec["result"]
         base = {k: p[k] for k in ("depth", "eps", "gamma", "noise", "seed")}
-        base.update(diverged=r["diverged"], converged=r["converged"], stability=r["stability"])
+        # the sweeps can settle on a fixed point the dynamics never reach: a positive eigenvalue marks it unstable
+        unstable = r["stability"] is not None and r["stability"] >= 0
+        base.update(diverged=r["diverged"], unstable=unstable, converged=r["converged"], stability=r["stability"])
         rows += [{**base, **layer} for layer in r["layers"]] or [{**base, "layer": None}]
     values = ("rel_error_update", "rel_error_absolute", "rel_error_bp", "cosine_bp", "exact_rel_error_bp",
               "exact_cosine_bp", "stability")
-    ok = [r for r in rows if not r["diverged"]]
+    # a grid point counts only if every seed has a stable steady state there
+    lost = sorted({(r["depth"], r["eps"], r["gamma"], r["noise"]) for r in rows if r["diverged"] or r["unstable"]})
+    ok = [r for r in rows if (r["depth"], r["eps"], r["gamma"], r["noise"]) not in set(lost)]
     means = mean_over_seeds(ok, ("depth", "noise", "eps", "gamma", "layer"), values)
     best = best_gammas(means, ("depth", "noise", "eps"), ("rel_error_update", "stability"))
     plot_circuit(means, best, out)
     print_circuit_tables(means, best)
-    diverged = sorted({(r["depth"], r["eps"], r["gamma"], r["noise"]) for r in rows if r["diverged"]})
-    return {"rows": means, "best_gamma": best, "diverged": diverged, "failed_points": failed}
+    if lost:
+        print(f"\ncircuit: no stable steady state for some seed (diverged or unstable) at {len(lost)} points "
+              "(depth, eps, gamma, noise): " + ", ".join(f"({d}, {e:g}, {g:.2g}, {v:g})" for d, e, g, v in lost))
+    return {"rows": means, "best_gamma": best, "unstable_or_diverged": lost, "failed_points": failed}
 
 
 def print_circuit_tables(means, best):
@@ -352,11 +358,12 @@ def plot_circuit(means, best, out):
     axes[0].set_ylabel(f"layer-1 update error vs discrete exact GAIT (L = {L})")
     axes[1].set_ylabel(f"layer-1 cosine with BP (L = {L})")
     axes[3].set_ylabel("largest real eigenvalue at steady state (1/tau)")
+    axes[3].set_title("stability margin, L = %d (the curves of every eps overlap)" % L, fontsize=9)
     for ax in (axes[0], axes[1], axes[3]):
         ax.set_xlabel("coupling gamma")
     axes[0].set_title("noiseless circuit", fontsize=9)
     axes[0].legend(fontsize=6, loc="upper right")
-    axes[1].legend(fontsize=6, loc="lower left")
+    axes[1].legend(fontsize=6, loc="center left")
     for d, (depth, marker) in enumerate(zip(depths, "os^v")):
         for noise, style in zip(noises, ("-", "--", ":", "-.")):
             sel = sorted((b for b in best if b["depth"] == depth and b["noise"] == noise and b["eps"] > 0),
@@ -366,7 +373,7 @@ def plot_circuit(means, best, out):
                                color=f"C{d}", label=f"L={depth}, noise {noise:g}")
     axes[2].set_xlabel("inverse error eps (||W Q - I||_2)")
     axes[2].set_ylabel("best gamma (smallest layer-1 error vs BP)")
-    axes[2].legend(fontsize=6, loc="upper left")
+    axes[2].legend(fontsize=6, loc="lower right")
     fig.suptitle("the circuit with an imperfect inverse: error ~ eps / gamma^(L-1) at small gamma, GAIT's own bias at "
                  "large gamma; the best gamma grows with eps and with the noise")
     fig.tight_layout()
