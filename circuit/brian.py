@@ -7,7 +7,8 @@ whose equations (see :func:`equations`) read::
     phi = f(h) : 1          # forward drive from the basal potential
     u = f^-1(r) : 1         # somatic potential
     h : 1                   # basal potential, set by the feedforward coupling
-    psi : 1                 # feedback drive (the target at the output), set by the feedback coupling
+    psi : 1                 # feedback drive (the target at the output), set by the feedback coupling:
+                            # W_{l+1}^-1 (u_{l+1} - b_{l+1}), or Q_{l+1} (u_{l+1} - b_{l+1}) with feedback weights
     k : 1 (constant)        # per-unit coupling
 
 The couplings are dense matrix products over the whole batch, computed each time
@@ -140,10 +141,13 @@ class Brian2Engine(Engine):
         self.dt = self._seconds(dt, "dt", 0.1)
         self.check_every = self._seconds(check_every, "check_every", 5.0)
         net = spec.network
-        self._inverses = {}
+        self._inverses = {}  # the feedback matrices: W^-1, or the spec's feedback weights Q
         for i, w in enumerate(net.weights[1:], start=1):
-            models.network.lu_checked(i, w)  # refuse singular weights with a clear error
-            self._inverses[i] = np.linalg.inv(w)
+            q = spec.feedback_matrix(i)
+            if q is None:
+                models.network.lu_checked(i, w)  # refuse singular weights with a clear error
+                q = np.linalg.inv(w)
+            self._inverses[i] = q
 
     # ------------------------------------------------------------------ model
     def build(self, x, target=None, initial=None) -> Brian2Circuit:
@@ -387,7 +391,7 @@ def summed_synapses_network(spec: CircuitSpec, x, target, dt=None):
         ff.w = w.T.ravel()  # synapse (pre=a, post=c) carries W[c, a]
         objects.append(ff)
         if i >= 1:
-            inv = np.linalg.inv(w)
+            inv = np.linalg.inv(w) if spec.feedback_matrix(i) is None else spec.feedback_matrix(i)
             fb = b2.Synapses(groups[i + 1], groups[i], "winv : 1\npsi_post = winv * (u_pre - b_pre) : 1 (summed)",
                              dt=dt)
             fb.connect(i=pre.ravel(), j=post.ravel())

@@ -112,6 +112,9 @@ class Engine:
     def settle_free(self, x, *, rtol: float | None = None, max_time=None, on_failure: str = "raise") -> SteadyState:
         """Free phase (input clamped, no nudge) from rest (r = 0); its fixed point is the forward pass.
 
+        With feedback weights ``Q != W^-1`` (``spec.feedback``) the fixed point is off the forward
+        pass by ``d^0_l ~ k_l rho_l`` (docs/imperfect_inverses.md, section 3).
+
         ``rtol``: relative residual of each layer's rates (default ``free_rtol``); ``max_time``:
         budget in seconds (default the engine's).
         """
@@ -213,7 +216,9 @@ class Engine:
             Recorded states, >= 2, the first at t = 0 and the last at t = ``duration``.
         start : {"free", "rest"}, optional
             Without ``initial``: from the free-phase steady state, the forward pass ("free",
-            the default; the nudge switches on at t = 0), or from r = 0 ("rest").
+            the default; the nudge switches on at t = 0), or from r = 0 ("rest").  With
+            feedback weights ``Q != W^-1`` "free" is still the forward pass, which is then not
+            the free phase's steady state: pass ``initial=engine.settle_free(x)`` for that.
         initial : SteadyState, Trajectory or list of ndarray, optional
             Continue from this state: a settled state, a trajectory's last state, or the
             rates of layers 1..L, [i] of shape (batch, n_{i+1}).

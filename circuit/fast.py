@@ -11,7 +11,26 @@ rates for deep layers at small gamma).  With the exact increments of
     z_l = (1 - k_l) S_l [f(h0_l + W_l d_{l-1}) - f(h0_l)] + kappa_l S_{l+1} [psi_l - y_l]
     z_L = (1 - k_L) S_L [f(h0_L + W_L d_{L-1}) - f(h0_L)] + kappa_L (t_L - y_L)
 
-(k = gamma kappa, S_{L+1} = 1).  Steady states come from sweeps of this map (the
+(k = gamma kappa, S_{L+1} = 1).
+
+With feedback weights ``Q_{l+1}`` in place of ``W_{l+1}^-1`` (``spec.feedback``) the
+coordinates stay relative to the forward pass ``y`` (the network's rates, on which the
+discrete rules, the held GAIT couplings ``f'(h0)^2`` and the plasticity's presynaptic rates
+are defined).  The feedback drive splits exactly into an increment and a constant::
+
+    S_{l+1} (psi_l - y_l) = Q_{l+1} S_{l+1} [f^-1(y_{l+1} + d_{l+1}) - f^-1(y_{l+1})] + S_{l+1} rho_l,
+    rho_l = Q_{l+1} W_{l+1} y_l - y_l        (the feedback's reconstruction error of the forward pass),
+
+so the map gains the source term ``kappa_l S_{l+1} rho_l``, computed once per batch: the
+free phase's steady state is off the forward pass by ``d^0_l ~ k_l rho_l`` and the local
+rule reads the absolute form of the targets (docs/imperfect_inverses.md, section 3).  The
+scaled deviations then carry ``S_{l+1} rho_l``, which grows like ``eps / gamma^(L-l)``; float64
+resolves the output error's share of them while that share exceeds ~1e-16 of the
+reconstruction error's, which is where the absolute form's update is the reconstruction
+error anyway.  Layers whose feedback is the exact inverse keep their LU solves and no source
+term: ``spec.feedback`` None is the exact engine, bit for bit.
+
+Steady states come from sweeps of this map (the
 forward coupling is O(gamma), so each top-down Gauss-Seidel sweep gains a factor
 ~gamma); if the sweeps stall (strong coupling), the engine follows the dynamics
 (Euler steps of tau/2) to the steady state: one loop, :meth:`FastEngine._sweep_or_relax`,
@@ -59,6 +78,7 @@ class _Prepared:
     a: list        # f'(h0), [i] for layer i+1
     kappa: list    # relative couplings, [i] for layer i+1
     k: list        # couplings gamma * kappa
+    rho: list      # S_{l+1} rho_l for layer l = i+1 with feedback weights Q_{l+1}, else None
 
 
 @dataclass
@@ -86,8 +106,10 @@ class FastEngine(Engine):
     max_sweeps : int
         Gauss-Seidel sweeps (>= 1) before a settle gives up, if they neither converge nor stall.
     inverse : models.DirectInverse, optional
-        Factorises the feedback layers' weights; ``DirectInverse(threads=2)`` does it side
-        by side on two threads (bit-identical; default: one thread).
+        Factorises the weights of the layers whose feedback is the exact inverse;
+        ``DirectInverse(threads=2)`` does it side by side on two threads (bit-identical;
+        default: one thread).  Layers with feedback weights ``Q`` (``spec.feedback``) apply
+        ``Q`` instead and are not factorised.
     max_time : float or brian2.Quantity, optional
         Default settle budget in seconds of simulated time (default 2000 tau).
     """
@@ -104,14 +126,20 @@ class FastEngine(Engine):
         super().__init__(spec, rtol, max_time)
         self.max_sweeps = check_count("max_sweeps", max_sweeps, 1)
         net = spec.network
-        # Factorise every W_l with l >= 2 once (they feed back into layer l-1); refuses singular weights.
-        # ``inverse``: a DirectInverse whose thread pool factorises the layers side by side (same bits).
+        self._q = [spec.feedback_matrix(i) for i in range(net.depth)]
+        # Factorise every W_l with l >= 2 once (they feed back into layer l-1) unless its feedback is a given Q;
+        # refuses singular weights.  ``inverse``: a DirectInverse whose thread pool factorises the layers side by
+        # side (same bits).
+        exact = [i for i in range(1, net.depth) if self._q[i] is None]
         with self._hot_loop():
-            self._lu = (inverse or DirectInverse()).factorise(net.weights, range(1, net.depth))
+            self._lu = (inverse or DirectInverse()).factorise(net.weights, exact)
 
     # ------------------------------------------------------------------ the circuit in scaled coordinates
     def _solve(self, i: int, u: np.ndarray) -> np.ndarray:
-        """Rows of ``W_i^-1 u`` (weights index i, i >= 1)."""
+        """Rows of ``W_i^-1 u`` (weights index i, i >= 1), or of ``Q u`` where the spec gives feedback weights."""
+        q = self._q[i]
+        if q is not None:
+            return u @ q.T
         lu, piv = self._lu[i]
         x, _ = scipy.linalg.lapack.dgetrs(lu, piv, u.T, trans=1)
         return x.T
@@ -120,7 +148,22 @@ class FastEngine(Engine):
         """Free phase and couplings of a batch; ``nudged=False``: no nudge at the output (kappa_L = k_L = 0)."""
         kappa = self.spec.relative_couplings(fwd.derivatives, nudged)
         k = self.couplings(fwd, nudged)
-        return _Prepared(fwd.rates[0], fwd.rates, fwd.preactivations, fwd.derivatives, kappa, k)
+        return _Prepared(fwd.rates[0], fwd.rates, fwd.preactivations, fwd.derivatives, kappa, k,
+                         self._reconstruction_errors(fwd))
+
+    def _reconstruction_errors(self, fwd) -> list:
+        """``S_{l+1} rho_l = S_{l+1} (Q_{l+1} W_{l+1} y_l - y_l)`` on the fed-back units, [i] for layer l = i+1.
+
+        None for the output and for layers whose feedback is the exact inverse (rho = 0 there).
+        """
+        net = self.spec.network
+        out = [None] * net.depth
+        for i in range(net.depth - 1):
+            q, w = self._q[i + 1], net.weights[i + 1]
+            if q is not None:
+                y = fwd.rates[i + 1][:, : w.shape[0]]
+                out[i] = self.scales[i + 1] * ((y @ w.T) @ q.T - y)
+        return out
 
     def _feedback(self, p: _Prepared, i: int, z_above: np.ndarray) -> np.ndarray:
         """``S_{l+1} (psi_l - y_l)`` for layer l = i+1 from the scaled deviation of layer l+1."""
@@ -129,6 +172,8 @@ class FastEngine(Engine):
         v = act.inverse_increment(p.y[i + 2], z_above, self.scales[i + 1])
         out = np.zeros_like(p.y[i + 1])
         out[:, :n] = self._solve(i + 1, v)
+        if p.rho[i] is not None:
+            out[:, :n] += p.rho[i]
         return out
 
     def _forward_part(self, p: _Prepared, i: int, z_below) -> np.ndarray | float:
@@ -381,11 +426,14 @@ class FastEngine(Engine):
         p = self._prepare(fwd)
         w = [wi.astype(dt) for wi in net.weights]
         b = [bi.astype(dt) for bi in net.biases]
-        lu = {i: scipy.linalg.lu_factor(w[i], check_finite=False) for i in range(1, L)}
+        q = [None if qi is None else qi.astype(dt) for qi in self._q]
+        lu = {i: scipy.linalg.lu_factor(w[i], check_finite=False) for i in range(1, L) if q[i] is None}
         k = [ki.astype(dt) for ki in p.k]
         t = target.astype(dt)
 
-        def solve(i, u):  # rows of W_i^-1 u in dtype
+        def solve(i, u):  # rows of W_i^-1 u (or of Q_i u) in dtype
+            if q[i] is not None:
+                return u @ q[i].T
             return scipy.linalg.lu_solve(lu[i], u.T, check_finite=False).T
 
         def layer(r, i):  # new rate of layer l = i+1 from its neighbours

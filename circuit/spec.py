@@ -7,7 +7,8 @@ clamped input.  Each neuron has
 - a basal (forward) potential  ``h_l = W_l r_{l-1}[:n_l] + b_l``  and drive ``phi_l = f(h_l)``,
 - a somatic potential          ``u_l = f^-1(r_l)``,
 - a feedback drive             ``psi_l[:n_{l+1}] = W_{l+1}^-1 (u_{l+1} - b_{l+1})``
-  (the exact layer inverse; auxiliary units get none),
+  (the exact layer inverse, or given feedback weights ``Q_{l+1}`` in its place; auxiliary
+  units get none),
 
 and obeys ::
 
@@ -16,7 +17,9 @@ and obeys ::
 
 with per-unit couplings ``k_l = gamma_l * kappa_l``: ``kappa = 1`` ("itp" mode) or
 ``kappa = f'(h_l)^2`` of the free-phase state, held ("gait" mode); ``kappa = 0`` on
-auxiliary units and on output units without a task target.  See docs/derivation.md.
+auxiliary units and on output units without a task target.  See docs/derivation.md;
+with feedback weights ``Q_l != W_l^-1`` the free phase is no longer the forward pass and the
+local rule reads the absolute form of the targets (docs/imperfect_inverses.md, section 3).
 Durations are in seconds (a float, or a Brian2 quantity such as ``10*ms``; see
 :mod:`circuit.units`).  This module imports neither brian2 nor scipy.
 """
@@ -32,8 +35,9 @@ import numpy as np
 
 import models
 from models.errors import CircuitError, ConvergenceError, DataFormatError, DivergenceError, ValidationError
+from models.feedback import FeedbackWeights, inverse_errors
 from models.network import Description, activation_arguments, layer_table
-from models.validation import check_gamma
+from models.validation import check_array, check_gamma
 
 from .units import to_seconds
 
@@ -56,12 +60,18 @@ class CircuitSpec:
     mode : {"gait", "itp"}
     tau : float
         Membrane time constant in seconds (build_circuit also takes a Brian2 quantity, ``10*ms``).
+    feedback : tuple of L entries, or None
+        The feedback weights: [i] (i >= 1) is ``Q_{i+1}``, of the shape of ``weights[i]``
+        (read-only), applied in place of ``W_{i+1}^-1``, or None for the exact inverse
+        there; [0] is always None (layer 1 feeds nothing back).  None: the exact inverse
+        everywhere.
     """
 
     network: models.Network
     gamma: np.ndarray
     mode: str = "gait"
     tau: float = 0.01
+    feedback: tuple | None = None
 
     @property
     def depth(self) -> int:
@@ -70,6 +80,15 @@ class CircuitSpec:
     @property
     def widths(self) -> tuple:
         return self.network.widths
+
+    def feedback_matrix(self, index: int) -> np.ndarray | None:
+        """``Q`` of ``weights[index]`` (feedback from layer index+1 into layer index); None: the exact inverse."""
+        return None if self.feedback is None else self.feedback[index]
+
+    @property
+    def feedback_weights(self) -> FeedbackWeights:
+        """The feedback as :class:`models.FeedbackWeights` (None entries: exact), for the discrete rules."""
+        return FeedbackWeights([self.feedback_matrix(i) for i in range(self.depth)])
 
     def feedback_mask(self, layer: int) -> np.ndarray:
         """Boolean mask (n_layer,) of the units of ``layer`` (1..L) that receive feedback or the nudge."""
@@ -105,8 +124,10 @@ class CircuitSpec:
     def __repr__(self) -> str:
         g = self.gamma
         gamma = f"{g[0]:g}" if np.all(g == g[0]) else "[" + ", ".join(f"{v:g}" for v in g) + "]"
+        feedback = "" if self.feedback is None else \
+            f", feedback=Q on layers {[i + 1 for i, q in enumerate(self.feedback) if q is not None]}"
         return (f"CircuitSpec(mode={self.mode!r}, widths={self.widths}, n_out={self.network.n_out}, "
-                f"gamma={gamma}, tau={self.tau:g} s, {activation_arguments(self.network.activation)})")
+                f"gamma={gamma}, tau={self.tau:g} s, {activation_arguments(self.network.activation)}{feedback})")
 
     def _repr_pretty_(self, printer, cycle: bool) -> None:  # IPython/Jupyter display: the description
         printer.text(repr(self) if cycle else self.describe())
@@ -121,12 +142,18 @@ class CircuitSpec:
         L, widths, tau = self.depth, self.widths, self.tau
         coupling = ("k_l = gamma_l * f'(h_l)^2, with f' of the free phase held" if self.mode == "gait"
                     else "k_l = gamma_l")
-        feedback = ["clamped to x"] + [f"from layer {l + 1}, on {widths[l + 1]} units" for l in range(1, L)]
+        errors = [None] * L if self.feedback is None else inverse_errors(self.network, self.feedback_weights)
+        feedback = ["clamped to x"] + [f"from layer {l + 1}, on {widths[l + 1]} units" + (
+            "" if errors[l] is None else f" through Q_{l + 1} (||Q W - I||_2 = {errors[l]:.2g})") for l in range(1, L)]
         feedback.append(f"the target, on {self.network.n_out} units")
+        weights = ("exact layer inverses, psi_l = W_{l+1}^-1 (u_{l+1} - b_{l+1})" if self.feedback is None else
+                   "weights Q_{l+1} in place of W_{l+1}^-1 (where the table names one), psi_l = Q_{l+1} "
+                   "(u_{l+1} - b_{l+1}): see docs/imperfect_inverses.md")
         lines = [
             f"{self.mode.upper()} circuit {' -> '.join(map(str, widths))}: {L} layer{'s' * (L > 1)} of rate "
             "neurons above the clamped input (layer 0)",
             f"  mode: {self.mode} (coupling {coupling})",
+            f"  feedback: {weights}",
             f"  tau: {tau:g} s ({tau * 1e3:g} ms)",
             f"  activation: {self.network.activation.label()}",
             *layer_table(self.network, {"gamma": ["-"] + [f"{g:g}" for g in self.gamma],
@@ -139,12 +166,20 @@ class CircuitSpec:
         return Description("\n".join(lines))
 
 
-def build_circuit(network: models.Network, gamma=1e-3, mode: str = "gait", tau=0.01) -> CircuitSpec:
+def build_circuit(network: models.Network, gamma=1e-3, mode: str = "gait", tau=0.01, feedback=None) -> CircuitSpec:
     """Validate and build a :class:`CircuitSpec` from a network and coupling settings.
 
     ``gamma`` is one coupling for every layer or a sequence of L per-layer values in (0, 1).
     ``tau`` is the membrane time constant in seconds, or a Brian2 quantity (``10*ms``); a tau
     above 1 s draws a UserWarning (``tau=10`` is ten seconds, not ten milliseconds).
+
+    ``feedback``: the feedback weights ``Q_l`` applied in place of the exact inverses
+    ``W_l^-1`` of the layers that feed back (l = 2..L): a sequence of L - 1 entries
+    ``[Q_2, ..., Q_L]``, each an (n_l, n_l) array or None (the exact inverse there), or a
+    :class:`models.FeedbackWeights` (its entry for layer 1 is not used), e.g.
+    ``models.perturbed_inverses(network, 1e-3)``.  The matrices are copied.  None (the
+    default): the exact inverses, as without the argument, bit for bit.  Layers with a
+    ``Q`` need no invertible weights.
     """
     if not isinstance(network, models.Network):
         raise TypeError(f"network: expected a models.Network, got {type(network).__name__}; "
@@ -157,7 +192,34 @@ def build_circuit(network: models.Network, gamma=1e-3, mode: str = "gait", tau=0
     if tau > 1.0:
         warnings.warn(f"tau: {tau:g} s is longer than one second; durations are in seconds (tau=10 is ten "
                       "seconds): for 10 ms pass tau=0.01 or tau=10*brian2.ms", UserWarning, stacklevel=2)
-    return CircuitSpec(network, g, mode, tau)
+    return CircuitSpec(network, g, mode, tau, _feedback_entries(network, feedback))
+
+
+def _feedback_entries(network: models.Network, feedback) -> tuple | None:
+    """The spec's ``feedback`` field from build_circuit's argument: L entries ([0] None), or None if all exact."""
+    L = network.depth
+    if feedback is None:
+        return None
+    expected = (f"a models.FeedbackWeights or a sequence of L - 1 = {L - 1} feedback matrices [Q_2, ..., Q_L] "
+                "(None for the exact inverse)")
+    if isinstance(feedback, FeedbackWeights):
+        entries = list(feedback.check(network).matrices[1:])
+    elif isinstance(feedback, (list, tuple)):
+        if len(feedback) != L - 1:
+            raise ValidationError(f"feedback: expected {expected}, got a {type(feedback).__name__} of "
+                                  f"{len(feedback)} entries")
+        entries = list(feedback)
+    else:
+        raise ValidationError(f"feedback: expected {expected}, got {type(feedback).__name__}")
+    out = [None]
+    for i, (q, w) in enumerate(zip(entries, network.weights[1:]), start=1):
+        if q is not None:
+            q = check_array(f"feedback[{i - 1}]", q, w.shape,
+                            hint=f"Q_{i + 1}, the feedback from layer {i + 1} into layer {i}, has the shape of "
+                                 f"weights[{i}]").copy()
+            q.setflags(write=False)
+        out.append(q)
+    return None if all(q is None for q in out) else tuple(out)
 
 
 def coupling_schedule(kind: str, gamma: float, depth: int, strong: float = 0.9, ratio: float = 4.0) -> np.ndarray:
@@ -185,7 +247,7 @@ def coupling_schedule(kind: str, gamma: float, depth: int, strong: float = 0.9, 
 
 
 def save_spec(path: str | os.PathLike, spec: CircuitSpec) -> Path:
-    """Write ``spec`` (its network, gamma per layer, mode, tau) to one ``.npz`` file at ``path``.
+    """Write ``spec`` (its network, gamma per layer, mode, tau, feedback weights) to one ``.npz`` file at ``path``.
 
     The format is that of :func:`models.save_network` with the coupling settings added; the file is
     written whole or not at all.  Returns the path written; read it back with :func:`load_spec`.
@@ -194,7 +256,9 @@ def save_spec(path: str | os.PathLike, spec: CircuitSpec) -> Path:
         raise ValidationError(f"spec: expected a circuit.CircuitSpec, got {type(spec).__name__}")
     metadata, arrays = models.io.network_contents(spec.network)
     metadata.update(mode=spec.mode, tau=float(spec.tau))
-    return models.io.write_archive(path, "gaitcircuit.CircuitSpec", metadata, {**arrays, "gamma": spec.gamma})
+    feedback = models.io.feedback_contents(spec.feedback)
+    return models.io.write_archive(path, "gaitcircuit.CircuitSpec", metadata,
+                                   {**arrays, "gamma": spec.gamma, **feedback})
 
 
 def load_spec(path: str | os.PathLike) -> CircuitSpec:
@@ -208,7 +272,8 @@ def load_spec(path: str | os.PathLike) -> CircuitSpec:
     network = models.io.network_from_contents(path, metadata, arrays)
     if "gamma" not in arrays:
         raise DataFormatError(f"{path}: expected an array 'gamma' (the coupling of each layer), got none")
+    feedback = models.io.feedback_from_contents(path, network, arrays)
     try:
-        return build_circuit(network, arrays["gamma"], metadata.get("mode"), metadata.get("tau"))
+        return build_circuit(network, arrays["gamma"], metadata.get("mode"), metadata.get("tau"), feedback)
     except (ValueError, TypeError) as err:
         raise DataFormatError(f"{path}: {err}") from None

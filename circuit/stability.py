@@ -7,6 +7,8 @@ a block-tridiagonal Jacobian (units of 1/tau)::
     dF_l/dr_{l-1} = (1 - k_l) diag(f'(h_l)) W_l                         (first n_l units of l-1)
     dF_l/dr_{l+1} = diag(k_l) W_{l+1}^-1 diag(1 / f'(f^-1(r_{l+1})))    (rows: first n_{l+1} units of l)
 
+with the spec's feedback weights ``Q_{l+1}`` in place of ``W_{l+1}^-1`` where it has them.
+
 The output's nudge is a constant and adds no block.  The state is stable when every
 eigenvalue has a negative real part.  Small systems are solved densely, larger ones
 with ARPACK on the matrix-free operator.
@@ -45,7 +47,7 @@ def jacobian_blocks(spec, x, rates=None):
         if i < net.depth - 1:
             w_up = net.weights[i + 1]
             m = w_up.shape[0]
-            inv = np.linalg.inv(w_up)
+            inv = np.linalg.inv(w_up) if spec.feedback_matrix(i + 1) is None else spec.feedback_matrix(i + 1)
             gain = 1.0 / act.derivative(act.inverse(r[i + 2]))
             fb.append(k[i][:, :m, None] * inv[None] * gain[:, None, :])
     return fwd, fb

@@ -56,8 +56,9 @@ EXPERIMENTS = {
     "fig2": "Fig. 2: BP, TP, GAIT accuracy against depth, across datasets, and in a linear network",
     "fig3": "Fig. 3: full-width against reduced-width networks with auxiliary units",
     "alignment": "Fig. 1 (right): TP/ITP/GAIT updates against BP in an untrained 784-wide network",
+    "inverse_error": "how exact must the inverse be: GAIT with feedback Q != W^-1, discrete and (--circuit) "
+                     "in the circuit, over eps, gamma, depth and noise",
     "bench": "per-batch time of training steps (BP, TP, GAIT; with/without regulariser) and GFLOP/s",
-    "inverse_error": "how exact must the inverse be: GAIT-prop with imperfect feedback weights (discrete reference)",
 }
 
 

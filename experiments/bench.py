@@ -1,5 +1,8 @@
 """Benchmark: per-batch time of training steps of the discrete reference.
 
+``--feedback``: GAIT with learned feedback weights (:class:`models.LearnedFeedback`: no LU
+factorisation) against exact-inverse GAIT and BP, in one run, steps taking turns.
+
 784-wide network with 4 hidden layers, batch 60, float64, Adam (published
 variant): BP, TP and GAIT-prop, each with and without the orthogonality
 regulariser.  Prints the machine's measured matmul peak (784x784 float64
@@ -41,6 +44,9 @@ def add_arguments(parser):
                              "without and with its one-BLAS-thread limit for small layers")
     parser.add_argument("--regulariser-only", action="store_true",
                         help="only the orthogonality regulariser's section (its kernels and its GAIT step)")
+    parser.add_argument("--feedback", action="store_true",
+                        help="only time GAIT with learned feedback weights (no LU factorisation per step) against "
+                             "exact-inverse GAIT and BP, their steps taking turns batch by batch")
 
 
 def validate(args) -> None:
@@ -192,6 +198,13 @@ def run(args, out):
                       regulariser=bench_regulariser(args, data, widths))
         return
     steps = given_or(args, "steps", 15, 4)
+    if args.feedback:
+        from .inverse_error import time_learned_feedback, timing_line
+
+        timing = time_learned_feedback(widths, args.batch, steps, data=data)
+        print(timing_line(timing, widths, args.batch))
+        write_summary(out, "bench", {**vars(args), "widths": widths, "steps": steps}, feedback=timing)
+        return
     peak = matmul_peak(repeats=5 if args.quick else 15)
     with blas_threads(DEFAULT_BLAS_THREADS):
         product_floor = bp_product_floor(widths, args.batch, repeats=10 if args.quick else 30)

@@ -15,6 +15,18 @@ against ``||W^T W - I||_2``.  Orthogonal weights (alpha = 0 for the transpose pa
 Gaussian inputs, quadratic loss on random one-hot targets, several seeds.  ``--bench`` also
 times training steps (BP, exact-inverse GAIT, GAIT with learned feedback) on the 784-wide
 network.  Writes inverse_error.csv, summary.json and figures.
+
+``--circuit`` adds the circuit's axes (docs/imperfect_inverses.md, sections 3 and 6): the fast
+engine with feedback ``Q_l = W_l^-1 (I + eps E_l)`` over eps (0 = exact inverse, 1e-6 .. 1e-1),
+the coupling gamma (1e-4 .. 0.5), the depth and additive white noise in the rate dynamics
+(Euler-Maruyama, time-averaged readout over 150 tau after the transient; ``settle_noisy``), GAIT
+mode, orthogonal weights, width 30, batch 8.  Per point and layer: the local rule's update
+against discrete GAIT with exact inverses at the same gamma, against the discrete absolute form
+with the same ``Q`` (what the noiseless circuit computes to first order in gamma) and against
+BP, the cosine with BP, and the stability margin (largest real eigenvalue of the linearised
+circuit at the steady state).  Per depth, noise and eps: the gamma with the smallest layer-1
+error against BP.  Points run in a process pool and are written to circuit_points.jsonl as they
+finish (a rerun resumes); figure inverse_error_circuit.png.
 """
 
 from __future__ import annotations
@@ -24,9 +36,11 @@ import time
 
 import numpy as np
 
+import circuit
 import models
 from analysis.metrics import cosine, relative_error
 from analysis.plots import use_agg
+from models.errors import ValidationError
 from models.feedback import (
     FORMS,
     LearnedFeedback,
@@ -41,6 +55,7 @@ from models.validation import check_count, check_gamma, check_positive
 
 from .common import DEFAULT_BLAS_THREADS, Progress, blas_threads, write_summary
 from .options import add_size_arguments, count_list, given_or, number_list, quick_help, sizes
+from .sweep import add_sweep_arguments, check_sweep_arguments, run_points
 
 DESCRIPTION = __doc__
 
@@ -49,7 +64,9 @@ DESCRIPTION = __doc__
 QUICK = {"epsilons": ("1e-6:1e-1:11", "1e-6,1e-3,1e-1"), "gammas": ("1e-4:1:13", "1e-4,1e-2,1"),
          "hidden": ("2,4", "2"), "width": (30, 10), "batch": (256, 4), "seeds": ("0,1,2,3,4", "0"),
          "alphas": ("1e-6,1e-5,1e-4,1e-3,1e-2,0.03,0.1,0.3,1", "0.1,1"),
-         "transpose_gammas": ("1e-3,1e-2,0.1", "1e-3"), "bench_steps": (15, 2)}
+         "transpose_gammas": ("1e-3,1e-2,0.1", "1e-3"), "bench_steps": (15, 2),
+         "circuit_epsilons": ("0,1e-6:1e-1:6", "0,1e-3"), "circuit_gammas": ("1e-4:0.5:13", "1e-3,0.1"),
+         "circuit_noises": ("0,1e-6,1e-4", "0,1e-4"), "circuit_batch": (8, 4), "circuit_seeds": ("0,1", "0")}
 
 
 def add_arguments(parser):
@@ -74,6 +91,23 @@ def add_arguments(parser):
                                                                                  "a 40-30-30-20 network"))
     parser.add_argument("--bench-batch", type=int, default=60, help="--bench: samples per step")
     parser.add_argument("--bench-steps", type=int, help=quick_help("--bench: timed steps", *QUICK["bench_steps"]))
+    parser.add_argument("--circuit", action="store_true",
+                        help="also run the circuit (fast engine) over eps, gamma, depth and noise")
+    parser.add_argument("--circuit-epsilons", metavar="EPS,...", help=quick_help(
+        "--circuit: inverse errors, 0 = the exact inverse; numbers or log grids LO:HI:N", *QUICK["circuit_epsilons"]))
+    parser.add_argument("--circuit-gammas", metavar="GAMMA,...", help=quick_help(
+        "--circuit: couplings gamma in (0, 1); numbers or log grids LO:HI:N", *QUICK["circuit_gammas"]))
+    parser.add_argument("--circuit-noises", metavar="NOISE,...", help=quick_help(
+        "--circuit: noise strengths >= 0 of the rate dynamics", *QUICK["circuit_noises"]))
+    parser.add_argument("--circuit-batch", type=int, help=quick_help("--circuit: samples per point",
+                                                                     *QUICK["circuit_batch"]))
+    parser.add_argument("--circuit-seeds", metavar="SEED,...", help=quick_help("--circuit: seeds, averaged over",
+                                                                               *QUICK["circuit_seeds"]))
+    add_sweep_arguments(parser)
+    parser.add_argument("--tabulate-training", metavar="DIR",
+                        help="only print the tables of training runs with learned feedback: DIR holds one "
+                             "directory per run with its metrics.csv, named KIND_sSEED (e.g. learned_s0, "
+                             "exact_gait_s0, bp_s0)")
 
 
 def validate(args) -> dict:
@@ -97,6 +131,21 @@ def validate(args) -> dict:
         width = check_count("--bench-width", 784 if args.bench_width is None else args.bench_width)
         hidden = check_count("--bench-hidden", 4 if args.bench_hidden is None else args.bench_hidden, 0)
         settings["bench_widths"] = [width] * (hidden + 2)
+    circuit_eps = number_list("--circuit-epsilons", given_or(args, "circuit_epsilons", *QUICK["circuit_epsilons"]))
+    for eps in circuit_eps:
+        check_positive("--circuit-epsilons", eps, allow_zero=True)
+    circuit_gammas = number_list("--circuit-gammas", given_or(args, "circuit_gammas", *QUICK["circuit_gammas"]))
+    check_gamma(circuit_gammas, len(circuit_gammas), name="--circuit-gammas")
+    noises = number_list("--circuit-noises", given_or(args, "circuit_noises", *QUICK["circuit_noises"]))
+    for noise in noises:
+        check_positive("--circuit-noises", noise, allow_zero=True)
+    settings["circuit"] = {
+        "eps": circuit_eps, "gamma": circuit_gammas, "noise": noises,
+        "seed": count_list("--circuit-seeds", given_or(args, "circuit_seeds", *QUICK["circuit_seeds"]), minimum=0),
+        "batch": check_count("--circuit-batch", given_or(args, "circuit_batch", *QUICK["circuit_batch"]))}
+    check_sweep_arguments(args)
+    if args.tabulate_training:
+        read_training_runs(args.tabulate_training)
     return settings
 
 
@@ -190,19 +239,156 @@ def mean_over_seeds(rows, keys, values) -> list:
     return out
 
 
-def best_gammas(mean_rows) -> list:
-    """Per (form, depth, eps): the gamma with the smallest seed-mean layer-1 error against BP."""
+def best_gammas(mean_rows, keys=("form", "depth", "eps"), extra=()) -> list:
+    """Per combination of ``keys``: the gamma with the smallest seed-mean layer-1 error against BP.
+
+    Each entry holds the keys, that gamma, its error against BP, its cosine with BP, the fields
+    ``extra`` of its row, and whether the gamma is at an edge of the grid.
+    """
     groups = {}
     for r in mean_rows:
-        if r["layer"] == 1:
-            groups.setdefault((r["form"], r["depth"], r["eps"]), []).append(r)
+        if r["layer"] == 1 and r["rel_error_bp"] is not None:
+            groups.setdefault(tuple(r[k] for k in keys), []).append(r)
     best = []
-    for (form, depth, eps), sel in sorted(groups.items()):
+    for key, sel in sorted(groups.items()):
         b = min(sel, key=lambda r: r["rel_error_bp"])
         gammas = [r["gamma"] for r in sel]
-        best.append({"form": form, "depth": depth, "eps": eps, "gamma": b["gamma"], "rel_error_bp": b["rel_error_bp"],
-                     "cosine_bp": b["cosine_bp"], "at_grid_edge": b["gamma"] in (min(gammas), max(gammas))})
+        best.append({**dict(zip(keys, key)), "gamma": b["gamma"], "rel_error_bp": b["rel_error_bp"],
+                     "cosine_bp": b["cosine_bp"], **{k: b[k] for k in extra},
+                     "at_grid_edge": b["gamma"] in (min(gammas), max(gammas))})
     return best
+
+
+def measure_circuit_point(point: dict) -> dict:
+    """One point of the circuit part (runs in a worker process): per-layer rows and the stability margin."""
+    depth, gamma, eps, noise, seed = point["depth"], point["gamma"], point["eps"], point["noise"], point["seed"]
+    net, fwd, target = problem(depth, point["width"], point["batch"], seed)
+    x = fwd.rates[0]
+    feedback = perturbed_inverses(net, eps, seed=seed) if eps > 0 else None
+    spec = circuit.build_circuit(net, gamma, "gait", feedback=feedback)
+    engine = circuit.FastEngine(spec)
+    try:
+        state = engine.settle_nudged(x, target, on_failure="mask", forward=fwd)
+        lam = float(np.max(engine.stability(x, state)))
+        if noise > 0:  # average after the transient: ~10 time constants of the slowest mode
+            start = min(max(50.0, 10.0 / max(-lam, 1e-3)), 2000.0)
+            state = engine.settle_noisy(x, target, noise, duration=(start + 150.0) * spec.tau,
+                                        average_from=start * spec.tau, seed=seed, on_failure="mask", forward=fwd)
+    except circuit.DivergenceError:
+        return {"diverged": True, "converged": False, "stability": None, "layers": []}
+    dW, _ = engine.plasticity(state, x)
+    exact, _ = models.target_updates(net, models.compute_targets(net, fwd, target, "gait", gamma))
+    bp, _ = models.backprop(net, fwd, target)
+    absolute = exact if feedback is None else feedback_updates(net, fwd, target, "gait", gamma, feedback,
+                                                               "absolute")[0]
+    layers = [{"layer": i + 1, "rel_error_update": relative_error(d, e), "rel_error_absolute": relative_error(d, a),
+               "rel_error_bp": relative_error(d, b), "cosine_bp": cosine(d, b), "exact_rel_error_bp":
+               relative_error(e, b), "exact_cosine_bp": cosine(e, b)}
+              for i, (d, e, a, b) in enumerate(zip(dW, exact, absolute, bp))]
+    return {"diverged": False, "converged": bool(np.all(state.converged)), "stability": lam, "layers": layers}
+
+
+def circuit_points(settings: dict) -> list:
+    """The circuit part's points: the grid of ``settings["circuit"]`` at the study's depths and width."""
+    grid = {**settings["circuit"], "depth": settings["depths"]}
+    width, batch = settings["width"], grid["batch"]
+    return [{"depth": d, "eps": e, "gamma": g, "noise": v, "seed": s, "width": width, "batch": batch}
+            for d in grid["depth"] for e in grid["eps"] for g in grid["gamma"] for v in grid["noise"]
+            for s in grid["seed"]]
+
+
+def run_circuit(args, settings: dict, out) -> dict:
+    """The circuit part: sweep, seed means, best gammas, figure and printed tables."""
+    points = circuit_points(settings)
+    records = run_points(points, measure_circuit_point, out / "circuit_points.jsonl",
+                         workers=1 if args.quick else args.workers, label="inverse_error circuit",
+                         scheduler=args.scheduler)
+    rows, failed = [], []
+    for rec in records:
+        if "error" in rec:
+            failed.append(rec)
+            continue
+        p, r = rec["point"], rec["result"]
+        base = {k: p[k] for k in ("depth", "eps", "gamma", "noise", "seed")}
+        # the sweeps can settle on a fixed point the dynamics never reach: a positive eigenvalue marks it unstable
+        unstable = r["stability"] is not None and r["stability"] >= 0
+        base.update(diverged=r["diverged"], unstable=unstable, converged=r["converged"], stability=r["stability"])
+        rows += [{**base, **layer} for layer in r["layers"]] or [{**base, "layer": None}]
+    values = ("rel_error_update", "rel_error_absolute", "rel_error_bp", "cosine_bp", "exact_rel_error_bp",
+              "exact_cosine_bp", "stability")
+    # a grid point counts only if every seed has a stable steady state there
+    lost = sorted({(r["depth"], r["eps"], r["gamma"], r["noise"]) for r in rows if r["diverged"] or r["unstable"]})
+    ok = [r for r in rows if (r["depth"], r["eps"], r["gamma"], r["noise"]) not in set(lost)]
+    means = mean_over_seeds(ok, ("depth", "noise", "eps", "gamma", "layer"), values)
+    best = best_gammas(means, ("depth", "noise", "eps"), ("rel_error_update", "stability"))
+    plot_circuit(means, best, out)
+    print_circuit_tables(means, best)
+    if lost:
+        print(f"\ncircuit: no stable steady state for some seed (diverged or unstable) at {len(lost)} points "
+              "(depth, eps, gamma, noise): " + ", ".join(f"({d}, {e:g}, {g:.2g}, {v:g})" for d, e, g, v in lost))
+    return {"rows": means, "best_gamma": best, "unstable_or_diverged": lost, "failed_points": failed}
+
+
+def print_circuit_tables(means, best):
+    depths = sorted({r["depth"] for r in means})
+    for depth in depths:
+        print(f"\ncircuit, L = {depth}, noise 0, layer 1: update error vs exact GAIT / vs the discrete absolute form / "
+              "cosine with BP / stability margin")
+        for eps in sorted({r["eps"] for r in means}):
+            sel = sorted((r for r in means if r["depth"] == depth and r["noise"] == 0 and r["layer"] == 1
+                          and r["eps"] == eps), key=lambda r: r["gamma"])
+            print(f"  eps {eps:.0e}  " + "  ".join(
+                f"{r['gamma']:.0e}: {r['rel_error_update']:.1e}/{r['rel_error_absolute']:.1e}/{r['cosine_bp']:+.3f}/"
+                f"{r['stability']:+.2f}" for r in sel[:: max(1, len(sel) // 5)]))
+    print("\ncircuit: best gamma (smallest layer-1 error against BP, seed mean) per depth, noise and eps")
+    for b in best:
+        print(f"  L={b['depth']} noise {b['noise']:.0e} eps {b['eps']:.0e}: gamma {b['gamma']:.1e} (error vs BP "
+              f"{b['rel_error_bp']:.1e}, cosine {b['cosine_bp']:+.4f}, vs exact GAIT {b['rel_error_update']:.1e}, "
+              f"stability {b['stability']:+.2f}){' at grid edge' if b['at_grid_edge'] else ''}")
+
+
+def plot_circuit(means, best, out):
+    """Layer-1 error against gamma per eps; cosine with BP; best gamma against eps per depth and noise; stability."""
+    plt = use_agg()
+    depths, noises = sorted({r["depth"] for r in means}), sorted({r["noise"] for r in means})
+    L = max(depths)
+    fig, axes = plt.subplots(1, 4, figsize=(21, 4.6))
+    for c, eps in enumerate(sorted({r["eps"] for r in means})):
+        sel = sorted((r for r in means if r["depth"] == L and r["noise"] == 0 and r["layer"] == 1 and r["eps"] == eps),
+                     key=lambda r: r["gamma"])
+        g = [r["gamma"] for r in sel]
+        label = "exact inverse" if eps == 0 else f"eps {eps:.0e}"
+        axes[0].loglog(g, [r["rel_error_update"] for r in sel], marker="o", ms=3, color=f"C{c}", label=label)
+        axes[1].semilogx(g, [r["cosine_bp"] for r in sel], marker="o", ms=3, color=f"C{c}", label=label)
+        axes[3].semilogx(g, [r["stability"] for r in sel], marker="o", ms=3, color=f"C{c}", label=label)
+    sel = sorted((r for r in means if r["depth"] == L and r["noise"] == 0 and r["layer"] == 1 and r["eps"] == 0),
+                 key=lambda r: r["gamma"])
+    axes[1].semilogx([r["gamma"] for r in sel], [r["exact_cosine_bp"] for r in sel], "k--", lw=0.8,
+                     label="discrete exact GAIT")
+    axes[0].set_ylabel(f"layer-1 update error vs discrete exact GAIT (L = {L})")
+    axes[1].set_ylabel(f"layer-1 cosine with BP (L = {L})")
+    axes[3].set_ylabel("largest real eigenvalue at steady state (1/tau)")
+    axes[3].set_title("stability margin, L = %d (the curves of every eps overlap)" % L, fontsize=9)
+    for ax in (axes[0], axes[1], axes[3]):
+        ax.set_xlabel("coupling gamma")
+    axes[0].set_title("noiseless circuit", fontsize=9)
+    axes[0].legend(fontsize=6, loc="upper right")
+    axes[1].legend(fontsize=6, loc="center left")
+    for d, (depth, marker) in enumerate(zip(depths, "os^v")):
+        for noise, style in zip(noises, ("-", "--", ":", "-.")):
+            sel = sorted((b for b in best if b["depth"] == depth and b["noise"] == noise and b["eps"] > 0),
+                         key=lambda b: b["eps"])
+            if sel:
+                axes[2].loglog([b["eps"] for b in sel], [b["gamma"] for b in sel], style, marker=marker, ms=4,
+                               color=f"C{d}", label=f"L={depth}, noise {noise:g}")
+    axes[2].set_xlabel("inverse error eps (||W Q - I||_2)")
+    axes[2].set_ylabel("best gamma (smallest layer-1 error vs BP)")
+    axes[2].legend(fontsize=6, loc="lower right")
+    fig.suptitle("the circuit with an imperfect inverse: error ~ eps / gamma^(L-1) at small gamma, GAIT's own bias at "
+                 "large gamma; the best gamma grows with eps and with the noise")
+    fig.tight_layout()
+    fig.savefig(out / "inverse_error_circuit.png", dpi=110)
+    plt.close(fig)
 
 
 def time_learned_feedback(widths, batch: int = 60, steps: int = 15, gamma: float = 1e-3, data=None,
@@ -260,6 +446,14 @@ def time_learned_feedback(widths, batch: int = 60, steps: int = 15, gamma: float
     return out
 
 
+def timing_line(bench: dict, widths, batch: int) -> str:
+    """One line of :func:`time_learned_feedback`'s figures: each kind's median step and the ratios."""
+    return (f"step time, widths {list(widths)}, batch {batch}, {DEFAULT_BLAS_THREADS} BLAS thread: "
+            + ", ".join(f"{k} {v['ms_per_batch']:.1f} ms" for k, v in bench.items() if isinstance(v, dict))
+            + f"; learned / exact GAIT {bench['learned_over_exact']:.2f}x, "
+              f"learned / BP {bench['learned_over_bp']:.2f}x")
+
+
 def write_csv(path, rows) -> None:
     fields = list(dict.fromkeys(k for r in rows for k in r))
     with open(path, "w", newline="") as fh:
@@ -268,7 +462,60 @@ def write_csv(path, rows) -> None:
         writer.writerows(rows)
 
 
+def read_training_runs(directory) -> dict:
+    """``{(kind, seed): rows}`` of the metrics.csv files in ``directory``'s subdirectories named KIND_sSEED."""
+    from pathlib import Path
+
+    runs = {}
+    for path in sorted(Path(directory).glob("*_s*/metrics.csv")):
+        kind, _, seed = path.parent.name.rpartition("_s")
+        with open(path, newline="") as fh:
+            runs[kind, int(seed)] = [{**r, "epoch": int(r["epoch"]), "value": float(r["value"])}
+                                     for r in csv.DictReader(fh)]
+    if not runs:
+        raise ValidationError(f"--tabulate-training: expected directories KIND_sSEED with a metrics.csv in "
+                              f"{directory}, found none")
+    return runs
+
+
+def training_tables(runs: dict) -> str:
+    """Markdown tables: test accuracy per epoch of every run; ||Q W - I|| and cosines with BP per layer over epochs."""
+    def value(rows, epoch, split, metric):
+        return next((r["value"] for r in rows if r["epoch"] == epoch and r["split"] == split
+                     and r["metric"] == metric), None)
+
+    learned = sorted(k for k in runs if k[0] == "learned")
+    epochs = sorted({r["epoch"] for k in learned for r in runs[k]})
+    last = max(epochs)
+    names = sorted(runs, key=lambda k: (k[0] != "learned", k))
+    lines = ["| epoch | " + " | ".join(f"{kind} s{seed}" for kind, seed in names) + " | learned mean |",
+             "|---|" + "---|" * (len(names) + 1)]
+    for epoch in range(1, last + 1):
+        cells = [value(runs[k], epoch, "test", "accuracy") for k in names]
+        mean = [value(runs[k], epoch, "test", "accuracy") for k in learned]
+        cells.append(float(np.mean(mean)) if mean and None not in mean else None)
+        lines.append(f"| {epoch} | " + " | ".join("-" if c is None else f"{100 * c:.2f}" for c in cells) + " |")
+    tables = ["test accuracy (%)", *lines]
+    metrics = sorted({r["metric"] for k in learned for r in runs[k] if r["split"] == "feedback"},
+                     key=lambda m: (m.rstrip("0123456789"), int(m.rpartition("layer")[2])))
+    for title, prefix in (("||Q_l W_l - I||_2", "inverse_error_layer"), ("cosine with BP", "cosine_bp_layer"),
+                          ("exact GAIT's cosine with BP (same probe)", "exact_cosine_bp_layer")):
+        chosen = [m for m in metrics if m.startswith(prefix)]
+        tables += ["", f"learned feedback, {title}, per layer (seeds {', '.join(str(s) for _, s in learned)})",
+                   "| epoch | " + " | ".join(f"layer {m.rpartition('layer')[2]}" for m in chosen) + " |",
+                   "|---|" + "---|" * len(chosen)]
+        fmt = "{:.1e}" if prefix.startswith("inverse") else "{:.4f}"
+        for epoch in epochs:
+            cells = [" / ".join(fmt.format(v) for v in (value(runs[k], epoch, "feedback", m) for k in learned)
+                                if v is not None) for m in chosen]
+            tables.append(f"| {epoch} | " + " | ".join(cells) + " |")
+    return "\n".join(tables)
+
+
 def run(args, out):
+    if args.tabulate_training:
+        print(training_tables(read_training_runs(args.tabulate_training)))
+        return
     settings = validate(args)
     eps_grid, gammas, depths, width, batch, seeds, t_gammas = (settings[k] for k in (
         "eps_grid", "gammas", "depths", "width", "batch", "seeds", "transpose_gammas"))
@@ -303,10 +550,12 @@ def run(args, out):
               ", ".join(f"{k} {v['ms_per_batch']:.1f} ms" for k, v in bench.items() if isinstance(v, dict)) +
               f"; learned / exact GAIT {bench['learned_over_exact']:.2f}x, "
               f"learned / BP {bench['learned_over_bp']:.2f}x")
+    circuit_results = run_circuit(args, settings, out) if args.circuit else None
     write_summary(out, "inverse_error", {**vars(args), "eps_grid": eps_grid, "gammas": gammas, "depths": depths,
                                          "width": width, "batch": batch, "seeds": seeds, "alphas": alphas,
                                          "transpose_gammas": t_gammas},
-                  rows=perturbed + transpose, best_gamma=best, best_gamma_slopes=slopes, bench=bench)
+                  rows=perturbed + transpose, best_gamma=best, best_gamma_slopes=slopes, bench=bench,
+                  circuit=circuit_results)
 
 
 def best_gamma_slopes(best, mean_rows) -> list:

@@ -22,7 +22,7 @@ from pathlib import Path
 import models
 from analysis.plots import learning_curves, new_figure, save_figure
 from models.errors import ValidationError
-from models.training import TrainConfig, TrainResult, check_training_data
+from models.training import FEEDBACKS, TrainConfig, TrainResult, check_training_data
 from models.validation import check_count
 
 from .common import write_summary
@@ -77,6 +77,12 @@ def add_arguments(parser):
                         help="--update circuit: additive white noise in the rate dynamics; the steady state is "
                              f"then the time average over [{NOISY_AVERAGE_FROM:g}, {NOISY_DURATION:g}] tau "
                              "(0: the exact steady state)")
+    parser.add_argument("--feedback", choices=FEEDBACKS, default="exact",
+                        help="target rules: the exact layer inverses, feedback weights learned alongside by a local "
+                             "denoising rule, or the transposed weights; per epoch metrics.csv records ||Q W - I|| "
+                             "and the cosine with BP per layer on a fixed probe batch")
+    parser.add_argument("--feedback-lr", type=float, default=0.05,
+                        help="--feedback learned: learning rate of the feedback rule")
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     parser.add_argument("--lu-threads", type=int,
                         help="threads factorising the layer inverses of TP, ITP and GAIT side by side (default: "
@@ -128,7 +134,8 @@ def config_from_args(args) -> TrainConfig:
                           activation=args.activation, epochs=quick["epochs"] if args.epochs is None else args.epochs,
                           batch=args.batch, lr=args.lr, regulariser=args.regulariser, gamma=args.gamma, loss=args.loss,
                           seed=args.seed, init=args.init, adam=args.adam, engine=args.update, schedule=args.schedule,
-                          noise=args.noise, allow_narrow_input=args.allow_narrow_input).resolved()
+                          noise=args.noise, allow_narrow_input=args.allow_narrow_input, feedback=args.feedback,
+                          feedback_lr=args.feedback_lr).resolved()
         if cfg.engine == "circuit":
             from circuit.learning import check_config
 

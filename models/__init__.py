@@ -19,6 +19,7 @@ from .errors import (
 from .feedback import (
     FeedbackWeights,
     LearnedFeedback,
+    TransposedFeedback,
     exact_inverses,
     feedback_targets,
     feedback_updates,
@@ -58,5 +59,5 @@ __all__ = [
     "RULES", "Targets", "backprop", "batch_mean_updates", "bp_error_signals", "compute_targets", "error_signals",
     "weight_updates", "compute_updates", "layer_gammas", "target_updates", "updates", "check_gamma", "layer_scales",
     "FeedbackWeights", "LearnedFeedback", "exact_inverses", "feedback_targets", "feedback_updates", "inverse_errors",
-    "perturbed_inverses", "reconstruction_errors", "transposed_weights",
+    "perturbed_inverses", "reconstruction_errors", "transposed_weights", "TransposedFeedback",
 ]

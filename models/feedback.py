@@ -38,7 +38,7 @@ from .validation import check_array, check_choice, check_positive, layer_scales
 
 __all__ = ["FORMS", "RECONSTRUCTIONS", "FeedbackWeights", "exact_inverses", "perturbed_inverses",
            "transposed_weights", "inverse_errors", "reconstruction_errors", "feedback_targets", "feedback_updates",
-           "LearnedFeedback"]
+           "LearnedFeedback", "TransposedFeedback"]
 
 #: How a target rule reads the feedback (module docstring).
 FORMS = ("difference", "absolute")
@@ -340,6 +340,12 @@ class LearnedFeedback:
     def __call__(self, net: Network, x, target, fwd: ForwardPass) -> tuple[list, list]:
         """The ``update(net, x, target, fwd) -> (dW, db)`` hook of :func:`models.training.train_epoch`."""
         self.learn(net, fwd)
+        return self.directions(net, fwd, target)
+
+    def directions(self, net: Network, fwd: ForwardPass, target) -> tuple[list, list]:
+        """The rule's descent directions (dW, db) with the current ``Q_l``, without a step of the feedback rule."""
+        if self.feedback is None:
+            self.initialise(net)
         return feedback_updates(net, fwd, target, self.rule, self.gamma, self.feedback, self.form)
 
     def learn(self, net: Network, fwd: ForwardPass) -> list:
@@ -396,3 +402,31 @@ class LearnedFeedback:
             own[...] = check_array(f"state['matrices'][{i - 1}]", q, own.shape, hint=f"layer {i + 1}'s feedback")
         self.steps = int(state["steps"])
         self.rng.bit_generator.state = state["rng"]
+
+
+class TransposedFeedback:
+    """Training with feedback ``Q_l = W_l^T`` (no inverse, nothing learned); an ``update=`` hook.
+
+    Each call returns the rule's descent directions with the transposes of the current
+    weights (:func:`transposed_weights`, :func:`feedback_updates`).  In the difference form
+    (the default) GAIT with ``Q = W^T`` is BP, whatever the weights' orthogonality
+    (docs/imperfect_inverses.md, section 2); in the absolute form it needs weights orthogonal
+    to well below ``prod_{j>l} gamma_j``.  Same interface as :class:`LearnedFeedback`
+    (``directions``, ``inverse_errors``; no state to checkpoint).
+    """
+
+    def __init__(self, *, rule: str = "gait", gamma=1e-3, form: str = "difference"):
+        self.rule = check_choice("rule", rule, ("gait", "itp", "tp"))
+        self.gamma = gamma
+        self.form = check_choice("form", form, FORMS)
+
+    def __call__(self, net: Network, x, target, fwd: ForwardPass) -> tuple[list, list]:
+        """The ``update(net, x, target, fwd) -> (dW, db)`` hook of :func:`models.training.train_epoch`."""
+        return self.directions(net, fwd, target)
+
+    def directions(self, net: Network, fwd: ForwardPass, target) -> tuple[list, list]:
+        return feedback_updates(net, fwd, target, self.rule, self.gamma, transposed_weights(net), self.form)
+
+    def inverse_errors(self, net: Network, norm: str = "spectral") -> list:
+        """``||W_l^T W_l - I||`` per layer ([0] is None): how far the weights are from orthogonal."""
+        return inverse_errors(net, transposed_weights(net), norm)

@@ -11,7 +11,9 @@ format name, the format version and everything that is not an array::
     weights_0 (500, 500), biases_0 (500,), weights_1 (10, 10), biases_1 (10,)
 
 A circuit specification (:func:`circuit.save_spec`) adds an array ``gamma`` (L,) and the
-metadata fields ``"mode"`` and ``"tau"`` (seconds), with ``"format": "gaitcircuit.CircuitSpec"``.
+metadata fields ``"mode"`` and ``"tau"`` (seconds), with ``"format": "gaitcircuit.CircuitSpec"``;
+if it has feedback weights, one array ``feedback_i`` (n_{i+1}, n_{i+1}) for each ``weights[i]``
+whose feedback ``Q_{i+1}`` is given (no array: the exact inverse there).
 Loading checks the format name and refuses a newer format version than this library reads.
 """
 
@@ -29,7 +31,7 @@ from .errors import DataFormatError, ValidationError
 from .network import Network
 
 __all__ = ["FORMAT_VERSION", "save_network", "load_network", "write_archive", "read_archive",
-           "network_contents", "network_from_contents"]
+           "network_contents", "network_from_contents", "feedback_contents", "feedback_from_contents"]
 
 #: Version of the file layout written by this library; files of a higher version are refused.
 FORMAT_VERSION = 1
@@ -111,6 +113,29 @@ def network_from_contents(path, metadata: dict, arrays: dict) -> Network:
     if list(net.widths) != widths:
         raise DataFormatError(f"{path}: network widths: the metadata says {widths}, the arrays give {list(net.widths)}")
     return net
+
+
+def feedback_contents(feedback) -> dict:
+    """``{"feedback_i": Q}`` for each given matrix of a circuit spec's ``feedback`` entries (None: no arrays)."""
+    if feedback is None:
+        return {}
+    return {f"feedback_{i}": q for i, q in enumerate(feedback) if q is not None}
+
+
+def feedback_from_contents(path, net: Network, arrays: dict) -> list | None:
+    """The feedback entries ``[Q_2, ..., Q_L]`` (None: exact) stored by :func:`feedback_contents`, or None if none.
+
+    Raises :class:`~models.errors.DataFormatError` naming the file for an array that matches no
+    layer that feeds back.
+    """
+    names = {f"feedback_{i}" for i in range(1, net.depth)}
+    odd = sorted(k for k in arrays if k.startswith("feedback_") and k not in names)
+    if odd:
+        raise DataFormatError(f"{path}: expected feedback arrays among {sorted(names) or 'none'} (layers 2.."
+                              f"{net.depth} feed back), got {odd}")
+    if not any(k in arrays for k in names):
+        return None
+    return [arrays.get(f"feedback_{i}") for i in range(1, net.depth)]
 
 
 def write_archive(path: str | os.PathLike, kind: str, metadata: dict, arrays: dict) -> Path:

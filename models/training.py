@@ -8,7 +8,11 @@ identical to an uninterrupted one.
 
 The source of the updates is pluggable: ``update(net, x, target, fwd) -> (dW, db)``
 replaces the rule's descent directions (the circuit's local rule is one:
-:func:`circuit.learning.train` supplies it for ``engine="circuit"``).
+:func:`circuit.learning.train` supplies it for ``engine="circuit"``; the rule with learned
+or transposed feedback weights another: :class:`FeedbackUpdate`, for ``feedback="learned"``
+or ``"transpose"``).  An update that has ``state()`` and ``load_state(state)`` has its state
+saved in every checkpoint and restored on resume; one that has ``evaluation_rows(net, epoch,
+step)`` adds those rows to the history after every evaluation (epoch 0 included).
 
 Data
 ----
@@ -49,6 +53,7 @@ from typing import Callable, Protocol
 import numpy as np
 
 from .errors import CheckpointError, RunDirBusyError, RunExistsError, ValidationError
+from .feedback import LearnedFeedback, TransposedFeedback
 from .losses import LOSSES, constructed_target, loss_value
 from .network import DirectInverse, Network, init_network
 from .optimizers import Adam
@@ -59,6 +64,7 @@ from .validation import check_choice, check_count, check_gamma, check_positive
 __all__ = [
     "train_step", "apply_update", "step_flops", "evaluate", "epoch_order", "train_epoch",
     "TrainConfig", "TrainResult", "TrainingData", "train", "build_model", "with_defaults", "RULE_DEFAULTS",
+    "FEEDBACKS", "FeedbackUpdate", "make_update", "read_update_state",
     "as_training_data",
     "data_digest", "check_training_data", "save_checkpoint", "read_checkpoint", "check_run_dir", "run_dir_lock",
     "holds_run", "write_metrics", "summarise", "lu_inverse", "default_lu_threads", "blas_threads",
@@ -76,6 +82,10 @@ EVAL_TRAIN_SAMPLES = 5000
 #: slower (``python -m experiments bench`` shows both settings).
 DEFAULT_BLAS_THREADS = 1
 ENGINES = ("discrete", "circuit")
+#: The feedback of the target rules: the exact layer inverses, weights learned by a local rule, or W^T.
+FEEDBACKS = ("exact", "learned", "transpose")
+#: Training samples of the per-epoch probe of the feedback (inverse error, cosine with BP): a fixed random subset.
+FEEDBACK_PROBE_SAMPLES = 1000
 ACTIVATIONS = {"leaky_relu": "leaky_relu", "linear": "identity"}
 INITS = ("orthogonal", "xavier")
 ADAMS = ("published", "standard")
@@ -210,7 +220,10 @@ class TrainConfig:
     ``engine="circuit"`` takes every update from the circuit's steady state (then ``rule``
     is the coupling mode, "gait" or "itp", ``gamma`` the output layer's coupling,
     ``schedule`` the couplings below it and ``noise`` the white noise in its rate
-    dynamics); run it with :func:`circuit.learning.train`.  ``widths[1] < widths[0]``
+    dynamics); run it with :func:`circuit.learning.train`.  ``feedback`` (target rules,
+    discrete engine): "exact" (the layer inverses), "learned" (feedback weights learned
+    alongside by :class:`models.feedback.LearnedFeedback` at learning rate ``feedback_lr``)
+    or "transpose" (``Q = W^T``), both read in the difference form (:class:`FeedbackUpdate`).  ``widths[1] < widths[0]``
     means the first layer sees only the first ``widths[1]`` inputs: refused unless
     ``allow_narrow_input``.  Every value is checked on creation (:class:`ValidationError`).
     """
@@ -233,6 +246,8 @@ class TrainConfig:
     schedule: str = "uniform"   # circuit engine: layer-wise coupling schedule (gamma is the output's)
     noise: float = 0.0          # circuit engine: white-noise strength in the rate dynamics
     allow_narrow_input: bool = False
+    feedback: str = "exact"     # target rules: "exact" inverses, "learned" or "transpose" feedback weights
+    feedback_lr: float = 0.05   # feedback "learned": learning rate of the feedback rule
 
     def __post_init__(self):
         widths = self.widths
@@ -272,6 +287,15 @@ class TrainConfig:
         if self.regulariser is not None:
             check_positive("regulariser", self.regulariser, allow_zero=True)
         check_positive("noise", self.noise, allow_zero=True)
+        check_choice("feedback", self.feedback, FEEDBACKS)
+        check_positive("feedback_lr", self.feedback_lr)
+        if self.feedback != "exact" and (self.rule == "bp" or self.engine != "discrete"):
+            raise ValidationError(f"feedback: expected 'exact' with rule {self.rule!r} and engine {self.engine!r} "
+                                  f"(feedback weights replace the inverses of the target rules tp, itp and gait with "
+                                  f"engine 'discrete'), got {self.feedback!r}")
+        if self.feedback != "learned" and self.feedback_lr != 0.05:
+            raise ValidationError(f"feedback_lr: expected the default 0.05 with feedback {self.feedback!r} (only "
+                                  f"learned feedback has a learning rate), got {self.feedback_lr!r}")
         if self.engine == "circuit":
             check_positive("gamma", self.gamma)  # one number: the output's coupling (the schedule sets the rest)
             check_gamma(self.gamma, 1)
@@ -302,6 +326,77 @@ def build_model(config: TrainConfig) -> tuple[Network, Adam]:
     lr = config.resolved().lr
     opt = Adam.published(lr) if config.adam == "published" else Adam(lr=lr)
     return net, opt
+
+
+# --------------------------------------------------------------------------- feedback weights
+
+class FeedbackUpdate:
+    """The update of a configuration with ``feedback`` "learned" or "transpose", its state and its records.
+
+    Wraps :class:`models.feedback.LearnedFeedback` (seeded by ``config.seed``, initialised to
+    ``W_l^T`` of ``net``, learning rate ``config.feedback_lr``) or
+    :class:`models.feedback.TransposedFeedback`, both in the difference form.  ``state()`` /
+    ``load_state()`` carry the learned matrices, the rule's step count and its generator
+    through a checkpoint (:func:`train` saves and restores them).  ``evaluation_rows`` records,
+    on a fixed probe batch of training samples (split "feedback"): ``inverse_error_layer{l}``,
+    ``||Q_l W_l - I||_2`` for l = 2..L; ``cosine_bp_layer{l}``, the cosine of the rule's
+    direction with ``Q`` (before the regulariser) with BP's for l = 1..L; and
+    ``exact_cosine_bp_layer{l}``, the same for the rule with exact inverses.
+    """
+
+    def __init__(self, config: TrainConfig, net: Network, probe_x, probe_y):
+        self.config = config
+        kind = check_choice("feedback", config.feedback, FEEDBACKS[1:])
+        if kind == "learned":
+            self.hook = LearnedFeedback(net, rule=config.rule, gamma=config.gamma, learning_rate=config.feedback_lr,
+                                        seed=config.seed)
+        else:
+            self.hook = TransposedFeedback(rule=config.rule, gamma=config.gamma)
+        self.probe_x, self.probe_y = probe_x, probe_y
+
+    def __call__(self, net: Network, x, target, fwd):
+        return self.hook(net, x, target, fwd)
+
+    def state(self) -> dict | None:
+        """The learned feedback's state (None for the transpose: nothing to keep)."""
+        return self.hook.state() if isinstance(self.hook, LearnedFeedback) else None
+
+    def load_state(self, state: dict | None) -> None:
+        if isinstance(self.hook, LearnedFeedback):
+            self.hook.load_state(state)
+
+    def evaluation_rows(self, net: Network, epoch: int, step: int) -> list:
+        """Inverse errors and cosines with BP per layer on the probe batch, as tidy rows (split "feedback")."""
+        from .rules import backprop
+
+        cfg = self.config
+        fwd = net.forward(self.probe_x)
+        target = constructed_target(cfg.loss, fwd.rates[-1], self.probe_y, net.n_out)
+        bp, _ = backprop(net, fwd, target)
+        ours, _ = self.hook.directions(net, fwd, target)
+        exact, _, _ = compute_updates(net, self.probe_x, target, cfg.rule, cfg.gamma, fwd=fwd)
+        errors = self.hook.inverse_errors(net)
+        values = {f"inverse_error_layer{i + 1}": e for i, e in enumerate(errors) if e is not None}
+        values.update({f"cosine_bp_layer{i + 1}": _cosine(d, b) for i, (d, b) in enumerate(zip(ours, bp))})
+        values.update({f"exact_cosine_bp_layer{i + 1}": _cosine(d, b) for i, (d, b) in enumerate(zip(exact, bp))})
+        return [{"epoch": epoch, "step": step, "split": "feedback", "metric": k, "value": float(v)}
+                for k, v in values.items()]
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.vdot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def make_update(config: TrainConfig, net: Network, data, update: Callable | None) -> Callable | None:
+    """``update``, or the :class:`FeedbackUpdate` of ``config.feedback`` (None for exact feedback)."""
+    if config.feedback == "exact":
+        return update
+    if update is not None:
+        raise ValidationError(f"update: expected None with feedback {config.feedback!r} (the feedback weights "
+                              "supply the updates), got a callable; use feedback 'exact' with your own update")
+    idx = np.random.default_rng([config.seed, 10**6 + 1]).choice(
+        len(data.train_y), min(FEEDBACK_PROBE_SAMPLES, len(data.train_y)), replace=False)
+    return FeedbackUpdate(config, net, data.train_x[idx], data.train_y[idx])
 
 
 # --------------------------------------------------------------------------- data
@@ -500,20 +595,28 @@ def _replace_durably(src: Path, dst: Path) -> None:
 
 
 def save_checkpoint(path, config: TrainConfig, net: Network, opt: Adam, epoch: int, history: list, times: list,
-                    blas_threads_at_start=None, digest: str | None = None) -> None:
+                    blas_threads_at_start=None, digest: str | None = None, update_state: dict | None = None) -> None:
     """Write the state after ``epoch`` to ``path`` atomically; the file it replaces becomes ``*.prev.npz``.
 
     The new file is written beside it and fsynced first, so a failed write (disk full) leaves
-    the old checkpoint in place and no temporary file behind.
+    the old checkpoint in place and no temporary file behind.  ``update_state``: the state of
+    the run's update (e.g. learned feedback weights), a dict whose values are arrays, lists
+    of arrays or JSON values; arrays go to entries ``update_<key>_<i>``, the rest to the
+    metadata (``"update_state"``); :func:`read_update_state` reads it back.
     """
     path = Path(path)
     arrays = {f"w{i}": w for i, w in enumerate(net.weights)}
     arrays.update({f"b{i}": b for i, b in enumerate(net.biases)})
     arrays.update({f"m{i}": m for i, m in enumerate(opt.m)})
     arrays.update({f"v{i}": v for i, v in enumerate(opt.v)})
+    extra = {}
+    if update_state is not None:
+        described, state_arrays = _split_state(update_state)
+        arrays.update(state_arrays)
+        extra["update_state"] = described
     meta = json.dumps({"format": CHECKPOINT_FORMAT, "config": asdict(config), "epoch": epoch,
                        "adam_steps": opt.step_count, "history": history, "times": times,
-                       "blas_start_threads": blas_threads_at_start, "data_digest": digest})
+                       "blas_start_threads": blas_threads_at_start, "data_digest": digest, **extra})
     tmp = path.with_name(path.name + ".tmp")
     try:
         with open(tmp, "wb") as fh:
@@ -527,6 +630,38 @@ def save_checkpoint(path, config: TrainConfig, net: Network, opt: Adam, epoch: i
     if path.exists():
         _replace_durably(path, path.with_suffix(".prev.npz"))
     _replace_durably(tmp, path)
+
+
+def _split_state(state: dict) -> tuple[dict, dict]:
+    """(JSON description, arrays) of an update's state: arrays and lists of arrays become named entries."""
+    described, arrays = {}, {}
+    for key, value in state.items():
+        if isinstance(value, np.ndarray):
+            arrays[f"update_{key}"] = value
+            described[key] = {"array": f"update_{key}"}
+        elif isinstance(value, (list, tuple)) and value and all(isinstance(v, np.ndarray) for v in value):
+            names = [f"update_{key}_{i}" for i in range(len(value))]
+            arrays.update(zip(names, value))
+            described[key] = {"arrays": names}
+        else:
+            described[key] = {"value": value}
+    return described, arrays
+
+
+def read_update_state(meta: dict, arrays: dict) -> dict | None:
+    """The update's state saved by :func:`save_checkpoint` (None if the checkpoint holds none)."""
+    described = meta.get("update_state")
+    if described is None:
+        return None
+    state = {}
+    for key, entry in described.items():
+        if "array" in entry:
+            state[key] = arrays[entry["array"]]
+        elif "arrays" in entry:
+            state[key] = [arrays[name] for name in entry["arrays"]]
+        else:
+            state[key] = entry["value"]
+    return state
 
 
 def read_checkpoint(path) -> tuple[dict, dict]:
@@ -567,7 +702,7 @@ def _previous_hint(path: Path) -> str:
 
 
 def _restore(path: Path, meta: dict, arrays: dict, config: TrainConfig, net: Network, opt: Adam,
-             digest: str | None) -> None:
+             digest: str | None, update=None) -> None:
     saved = {k: v for k, v in with_defaults(meta["config"]).items() if k not in RESUMABLE_CHANGES}
     wanted = {k: v for k, v in asdict(config).items() if k not in RESUMABLE_CHANGES}
     if saved != wanted:
@@ -590,6 +725,26 @@ def _restore(path: Path, meta: dict, arrays: dict, config: TrainConfig, net: Net
         raise CheckpointError(f"{path}: expected the arrays of a network of widths {config.widths}, got "
                               f"{type(err).__name__}: {err}") from None
     opt.step_count = meta["adam_steps"]
+    _restore_update(path, meta, arrays, update)
+
+
+def _restore_update(path: Path, meta: dict, arrays: dict, update) -> None:
+    """Give the run's update the state saved with it; refuse a checkpoint that has none for an update that keeps one."""
+    keeps = callable(getattr(update, "state", None)) and update.state() is not None
+    if "update_state" not in meta:
+        if keeps:
+            raise CheckpointError(f"{path}: expected the state of the run's update ({type(update).__name__}) in the "
+                                  "checkpoint, got none: it was written by a run without it; use another output "
+                                  "directory")
+        return
+    if not callable(getattr(update, "load_state", None)):
+        raise CheckpointError(f"{path}: the checkpoint holds the state of an update ({sorted(meta['update_state'])}) "
+                              "that this run does not have; resume with the same settings")
+    try:
+        update.load_state(read_update_state(meta, arrays))
+    except (KeyError, ValueError) as err:
+        raise CheckpointError(f"{path}: expected the saved state of the run's update, got {type(err).__name__}: "
+                              f"{err}") from None
 
 
 # --------------------------------------------------------------------------- records
@@ -627,6 +782,10 @@ def summarise(history: list, times: list) -> dict:
         "seconds_per_epoch": train_s / max(len(times), 1),
         "evaluation_overhead": eval_s / train_s if train_s else float("nan"),
     }
+    feedback = [r for r in history if r["split"] == "feedback"]
+    if feedback:
+        last = max(r["epoch"] for r in feedback)
+        result["feedback_final"] = {r["metric"]: r["value"] for r in feedback if r["epoch"] == last}
     unsettled = _series(history, "train_running", "unsettled_samples")
     if unsettled:
         result["unsettled_samples"] = int(sum(v for _, v in unsettled))
@@ -734,14 +893,14 @@ def _say(progress: bool, message: str) -> None:
         tqdm.write(message, file=sys.stderr)
 
 
-def _resume(out: Path, cfg, net, opt, digest, blas, progress):
+def _resume(out: Path, cfg, net, opt, digest, blas, progress, update=None):
     ckpt = out / CHECKPOINT
     if not ckpt.exists() and (out / PREVIOUS_CHECKPOINT).exists():
         ckpt = out / PREVIOUS_CHECKPOINT  # a writer stopped between the two renames of save_checkpoint
     if not ckpt.exists():
         return 1, [], []
     meta, arrays = read_checkpoint(ckpt)
-    _restore(ckpt, meta, arrays, cfg, net, opt, digest)
+    _restore(ckpt, meta, arrays, cfg, net, opt, digest, update)
     _say(progress, f"[train] resuming after epoch {meta['epoch']} from {ckpt}"
          + ("" if meta.get("data_digest") else " (a checkpoint without a data digest: the data are not checked)"))
     saved_blas = meta.get("blas_start_threads")
@@ -757,17 +916,23 @@ def _train(cfg, data, out, resume, update, lu_threads, on_batch, progress, label
     from tqdm import tqdm
 
     net, opt = build_model(cfg)
+    update = make_update(cfg, net, data, update)
     history, first_epoch, times = [], 1, []
     blas = blas_start_threads()
     digest = data_digest(data) if out is not None else None
     if resume:
-        first_epoch, history, times = _resume(out, cfg, net, opt, digest, blas, progress)
+        first_epoch, history, times = _resume(out, cfg, net, opt, digest, blas, progress, update)
     eval_idx = np.random.default_rng([cfg.seed, 10**6]).choice(len(data.train_y), min(EVAL_TRAIN_SAMPLES,
                                                                                      len(data.train_y)), replace=False)
     batches_per_epoch = len(data.train_y) // cfg.batch
     inverse = lu_inverse(lu_threads)
+    update_rows = getattr(update, "evaluation_rows", None)
+    update_state = getattr(update, "state", None)
     if not history:
         history += evaluation_rows(net, cfg, data, eval_idx, epoch=0, step=0)
+        if update_rows is not None:
+            with blas_threads(DEFAULT_BLAS_THREADS):
+                history += update_rows(net, 0, 0)
     for epoch in range(first_epoch, cfg.epochs + 1):
         bar = tqdm(total=batches_per_epoch, desc=f"[train] {label}epoch {epoch}/{cfg.epochs}", unit="batch",
                    file=sys.stderr, leave=False, disable=not progress,
@@ -788,6 +953,8 @@ def _train(cfg, data, out, resume, update, lu_threads, on_batch, progress, label
                                     regulariser_threads=inverse.threads)
                 t1 = time.perf_counter()
                 rows = evaluation_rows(net, cfg, data, eval_idx, epoch=epoch, step=epoch * batches_per_epoch)
+                if update_rows is not None:
+                    rows += update_rows(net, epoch, epoch * batches_per_epoch)
                 t2 = time.perf_counter()
         finally:
             bar.close()
@@ -803,7 +970,8 @@ def _train(cfg, data, out, resume, update, lu_threads, on_batch, progress, label
              f"({100 * (t2 - t1) / (t1 - t0):.1f}%), test accuracy {test_acc:.4f}"
              + (f", {unsettled} samples did not settle" if unsettled else ""))
         if out is not None:
-            save_checkpoint(out / CHECKPOINT, cfg, net, opt, epoch, history, times, blas, digest)
+            save_checkpoint(out / CHECKPOINT, cfg, net, opt, epoch, history, times, blas, digest,
+                            update_state() if update_state is not None else None)
             write_metrics(out / METRICS, history)
     return TrainResult(cfg, net, opt, history, times, summarise(history, times))
 

@@ -26,6 +26,7 @@ REQUIRED_ROW_FIELDS = {
     "coupling": {"schedule", "mode", "depth", "gamma", "noise", "precision", "layer", "cosine_bp", "stability",
                  "settle_time_tau"},
     "coupling_learning": {"rule", "engine", "gamma", "noise", "final_test_accuracy", "test_accuracy"},
+    "inverse_error": {"form", "depth", "gamma", "layer", "rel_error_update", "cosine_bp"},
 }
 
 

@@ -11,8 +11,8 @@ NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.i
 INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
 
 
-def test_there_are_four_notebooks():
-    assert len(NOTEBOOKS) == 4
+def test_there_are_five_notebooks():
+    assert len(NOTEBOOKS) == 5
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
