@@ -107,7 +107,7 @@ def add_arguments(parser):
     parser.add_argument("--tabulate-training", metavar="DIR",
                         help="only print the tables of training runs with learned feedback: DIR holds one "
                              "directory per run with its metrics.csv, named KIND_sSEED (e.g. learned_s0, "
-                             "exact_gait_s0, bp_s0)")
+                             "exact_gait_s0, bp_s0) (default: run the study)")
 
 
 def validate(args) -> dict:
