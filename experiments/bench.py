@@ -29,9 +29,10 @@ from .datasets import load_embedded
 from .options import given_or, quick_help
 
 DESCRIPTION = __doc__
-#: Seconds per batch of the published GAIT-prop code on this machine (784 wide, 4 hidden layers,
-#: batch 60), as measured by the project owner; quoted, not re-measured here.
-PUBLISHED_SECONDS_PER_BATCH = 0.65
+#: Milliseconds per batch of the published GAIT-prop code (its numpy path; 784 wide, 4 hidden layers,
+#: batch 60, one BLAS thread) on a 2-core AMD EPYC virtual machine with OpenBLAS: reference figures
+#: for the comparison below, not measured by this command (the published code is not a dependency).
+PUBLISHED_MS_PER_BATCH = {"bp": 665.0, "gait": 849.0, "gait_regulariser_0.1": 3984.0}
 
 
 def add_arguments(parser):
@@ -241,7 +242,7 @@ def run(args, out):
     by = {(r["rule"], r["regulariser"], r["blas_threads"], r["lu_threads"]): r for r in rows}
     bp, gait = by["bp", 0.0, DEFAULT_BLAS_THREADS, 1], by["gait", 0.0, DEFAULT_BLAS_THREADS, 1]
     gait_lu2 = by["gait", 0.0, DEFAULT_BLAS_THREADS, 2]
-    published_ms = PUBLISHED_SECONDS_PER_BATCH * 1e3
+    published_ms = PUBLISHED_MS_PER_BATCH["gait"]
     ratios = {
         "bp_over_flop_floor": bp["ms_per_batch"] / bp["floor_ms"],
         "bp_over_product_floor": bp["ms_per_batch"] / (product_floor * 1e3),
@@ -260,8 +261,8 @@ def run(args, out):
     print(f"GAIT step / BP step: {ratios['gait_over_bp']:.2f}x")
     print(f"GAIT step, LU on one thread / on two threads: {ratios['gait_lu1_over_lu2']:.2f}x "
           f"({gait_lu2['ms_per_batch']:.1f} ms per batch: {gait_lu2['ms_per_batch']:.1f} s per 1000-batch epoch)")
-    print(f"published code ({PUBLISHED_SECONDS_PER_BATCH} s/batch, quoted) / GAIT step: "
-          f"{ratios['published_over_gait']:.1f}x")
+    print(f"published code's GAIT step ({published_ms:.0f} ms per batch on a 2-core AMD EPYC, a reference figure) "
+          f"/ this GAIT step: {ratios['published_over_gait']:.1f}x")
     print(f"GAIT targets vs np.linalg.solve: max relative difference {target_error:.1e}")
     circuit_results = bench_circuit(args, data, widths, gait["ms_per_batch"])
     regulariser_results = bench_regulariser(args, data, widths)

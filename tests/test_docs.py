@@ -39,7 +39,7 @@ def test_readme_library_examples_run(tmp_path):
 
 @pytest.mark.parametrize("path", DOC_FILES, ids=lambda p: p.name)
 def test_documentation_describes_the_software_not_its_development(path):
-    """No development log: no sessions, no "this machine", no requests, no files outside the repository."""
+    """The text describes the software, not its development: no log, no requests, no files outside the repository."""
     text = path.read_text(encoding="utf-8")
     for pattern in (r"\bsession [0-9]", r"\bthis machine\b", r"\bthe owner\b", r"\basked for\b", r"\bshared/"):
         found = re.search(pattern, text, re.I)

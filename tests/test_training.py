@@ -337,7 +337,7 @@ def test_grid_tabulates_only_runs_finished_with_the_same_configuration(tiny, tmp
     result = train(cfg, tiny, tmp_path / "run", progress=False)
     record_run(result, tmp_path / "run")
     assert finished_run(tmp_path / "run", cfg)["peak_test_accuracy"] == result.summary["peak_test_accuracy"]
-    assert finished_run(tmp_path / "run", tiny_config(epochs=2)) is None   # asked for more epochs
+    assert finished_run(tmp_path / "run", tiny_config(epochs=2)) is None   # the configuration wants more epochs
     assert finished_run(tmp_path / "run", tiny_config(epochs=1, seed=4)) is None
     assert finished_run(tmp_path / "missing", cfg) is None
 
