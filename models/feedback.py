@@ -360,11 +360,12 @@ class LearnedFeedback:
             corrupted = self.noise * self.rng.standard_normal((batch, n))
             if self.reconstruct == "rates":
                 corrupted += fwd.rates[i][:, :n]
-            z = corrupted @ w.T
-            error = corrupted - z @ q.T
-            m = float(np.mean(z * z))
-            q += (self.learning_rate / (m * batch)) * (error.T @ z)
-            errors.append(float(np.mean(error * error)))
+            with np.errstate(over="ignore", invalid="ignore"):  # a diverging rule is reported below, once
+                z = corrupted @ w.T
+                error = corrupted - z @ q.T
+                m = float(np.mean(z * z))
+                q += (self.learning_rate / (m * batch)) * (error.T @ z)
+                errors.append(float(np.mean(error * error)))
             if not np.all(np.isfinite(q)):
                 raise NonFiniteError(
                     f"feedback[{i}] (layer {i + 1}): the feedback rule diverged at step {self.steps + 1}; "
