@@ -491,7 +491,8 @@ def training_tables(runs: dict) -> str:
     for title, prefix in (("||Q_l W_l - I||_2", "inverse_error_layer"), ("cosine with BP", "cosine_bp_layer"),
                           ("exact GAIT's cosine with BP (same probe)", "exact_cosine_bp_layer")):
         chosen = [m for m in metrics if m.startswith(prefix)]
-        tables += ["", f"learned feedback, {title}, per layer (seeds {', '.join(str(s) for _, s in learned)})",
+        seeds = ", ".join(str(s) for _, s in learned)
+        tables += ["", f"learned feedback, {title}, per layer (seed{'s' * (len(learned) > 1)} {seeds})",
                    "| epoch | " + " | ".join(f"layer {m.rpartition('layer')[2]}" for m in chosen) + " |",
                    "|---|" + "---|" * len(chosen)]
         fmt = "{:.1e}" if prefix.startswith("inverse") else "{:.4f}"
