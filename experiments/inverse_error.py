@@ -478,12 +478,15 @@ def training_tables(runs: dict) -> str:
     epochs = sorted({r["epoch"] for k in learned for r in runs[k]})
     last = max(epochs)
     names = sorted(runs, key=lambda k: (k[0] != "learned", k))
-    lines = ["| epoch | " + " | ".join(f"{kind} s{seed}" for kind, seed in names) + " | learned mean |",
-             "|---|" + "---|" * (len(names) + 1)]
+    kinds = sorted({kind for kind, _ in names}, key=lambda kind: (kind != "learned", kind))
+    averaged = [kind for kind in kinds if sum(k[0] == kind for k in names) > 1]  # a mean column for these
+    header = [f"{kind} s{seed}" for kind, seed in names] + [f"{kind} mean" for kind in averaged]
+    lines = ["| epoch | " + " | ".join(header) + " |", "|---|" + "---|" * len(header)]
     for epoch in range(1, last + 1):
         cells = [value(runs[k], epoch, "test", "accuracy") for k in names]
-        mean = [value(runs[k], epoch, "test", "accuracy") for k in learned]
-        cells.append(float(np.mean(mean)) if mean and None not in mean else None)
+        for kind in averaged:
+            got = [value(runs[k], epoch, "test", "accuracy") for k in names if k[0] == kind]
+            cells.append(None if None in got else float(np.mean(got)))
         lines.append(f"| {epoch} | " + " | ".join("-" if c is None else f"{100 * c:.2f}" for c in cells) + " |")
     tables = ["test accuracy (%)", *lines]
     metrics = sorted({r["metric"] for k in learned for r in runs[k] if r["split"] == "feedback"},
