@@ -488,12 +488,15 @@ def training_tables(runs: dict) -> str:
     epochs = sorted({r["epoch"] for k in learned for r in runs[k]})
     last = max(epochs)
     names = sorted(runs, key=lambda k: (k[0] != "learned", k))
-    lines = ["| epoch | " + " | ".join(f"{kind} s{seed}" for kind, seed in names) + " | learned mean |",
-             "|---|" + "---|" * (len(names) + 1)]
+    kinds = sorted({kind for kind, _ in names}, key=lambda kind: (kind != "learned", kind))
+    averaged = [kind for kind in kinds if sum(k[0] == kind for k in names) > 1]  # a mean column for these
+    header = [f"{kind} s{seed}" for kind, seed in names] + [f"{kind} mean" for kind in averaged]
+    lines = ["| epoch | " + " | ".join(header) + " |", "|---|" + "---|" * len(header)]
     for epoch in range(1, last + 1):
         cells = [value(runs[k], epoch, "test", "accuracy") for k in names]
-        mean = [value(runs[k], epoch, "test", "accuracy") for k in learned]
-        cells.append(float(np.mean(mean)) if mean and None not in mean else None)
+        for kind in averaged:
+            got = [value(runs[k], epoch, "test", "accuracy") for k in names if k[0] == kind]
+            cells.append(None if None in got else float(np.mean(got)))
         lines.append(f"| {epoch} | " + " | ".join("-" if c is None else f"{100 * c:.2f}" for c in cells) + " |")
     tables = ["test accuracy (%)", *lines]
     metrics = sorted({r["metric"] for k in learned for r in runs[k] if r["split"] == "feedback"},
@@ -501,7 +504,8 @@ def training_tables(runs: dict) -> str:
     for title, prefix in (("||Q_l W_l - I||_2", "inverse_error_layer"), ("cosine with BP", "cosine_bp_layer"),
                           ("exact GAIT's cosine with BP (same probe)", "exact_cosine_bp_layer")):
         chosen = [m for m in metrics if m.startswith(prefix)]
-        tables += ["", f"learned feedback, {title}, per layer (seeds {', '.join(str(s) for _, s in learned)})",
+        seeds = ", ".join(str(s) for _, s in learned)
+        tables += ["", f"learned feedback, {title}, per layer (seed{'s' * (len(learned) > 1)} {seeds})",
                    "| epoch | " + " | ".join(f"layer {m.rpartition('layer')[2]}" for m in chosen) + " |",
                    "|---|" + "---|" * len(chosen)]
         fmt = "{:.1e}" if prefix.startswith("inverse") else "{:.4f}"
