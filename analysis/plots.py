@@ -32,8 +32,8 @@ from .metrics import cosine
 __all__ = ["RULE_COLORS", "RULE_LABELS", "ENGINE_STYLES", "ENGINE_LABELS", "SCHEDULE_STYLES", "line_style",
            "rule_label", "sequential_colors", "legend_handles", "line_handle", "patch_handle", "new_figure",
            "save_figure", "integer_ticks", "power_of_ten", "scaled_label", "scatter_updates", "cosine_by_layer",
-           "learning_curves", "accuracy_bars", "stability_norm", "stability_map", "stability_colorbar",
-           "symlog_margin_axis", "cell_edges", "use_agg"]
+           "learning_curves", "accuracy_over_epochs", "accuracy_bars", "stability_norm", "stability_map",
+           "stability_colorbar", "symlog_margin_axis", "cell_edges", "use_agg"]
 
 #: One colour per learning rule.
 RULE_COLORS = {"bp": "#000000", "tp": "#E69F00", "itp": "#CC79A7", "gait": "#0072B2"}
@@ -259,6 +259,57 @@ def learning_curves(axes, history: list, rule: str | None = None, loss: str | No
         ax.set_ylabel("accuracy (%)" if metric == "accuracy" else f"{loss} loss" if loss else "loss")
         integer_ticks(ax)
     axes[-1].legend(fontsize=7)
+
+
+def accuracy_over_epochs(axes, curves: dict, reference: str | None = None) -> None:
+    """Test accuracy of several runs against epoch and, beneath, each run minus a reference run.
+
+    Parameters
+    ----------
+    axes : sequence of one or two matplotlib.axes.Axes
+        Accuracy (in %) on the first; with a ``reference``, the difference to it (percentage
+        points, at the epochs both runs evaluated) on the second, and dotted the difference of
+        the peaks so far (the paper's measure: the peak over all evaluations up to that epoch).
+    curves : dict
+        ``{label: (epochs, accuracy, config)}``: epochs (n,) (fractional where a run evaluates
+        within epochs), test accuracy (n,) as fractions, and the run's configuration (a dict with
+        ``"rule"`` and ``"regulariser"``): the rule's colour (:data:`RULE_COLORS`), a dashed line
+        for a run with the orthogonality regulariser, other runs of the same rule in lighter
+        shades.
+    reference : str, optional
+        The label of the run the others are compared with.
+
+    The untrained network's evaluation (epoch 0) is left out, so that the axis resolves the
+    trained range.
+    """
+    seen = {}
+    for label, (epochs, accuracy, config) in curves.items():
+        trained = np.asarray(epochs) > 0
+        epochs, accuracy = np.asarray(epochs)[trained], np.asarray(accuracy)[trained]
+        rule = config["rule"]
+        shade = seen.get(rule, 0)
+        seen[rule] = shade + 1
+        style = {"color": RULE_COLORS.get(rule, "0.4"), "alpha": 1.0 / (1 + 0.6 * shade),
+                 "linestyle": "--" if config.get("regulariser", 0) else "-", "linewidth": 1.2}
+        axes[0].plot(epochs, 100 * np.asarray(accuracy), label=label, **style)
+        if reference is not None and len(axes) > 1 and label != reference:
+            ref_epochs, ref_accuracy, _ = curves[reference]
+            ref_epochs, ref_accuracy = np.asarray(ref_epochs), np.asarray(ref_accuracy)
+            shared, mine, theirs = np.intersect1d(np.round(epochs, 6), np.round(ref_epochs, 6), return_indices=True)
+            axes[1].plot(shared, 100 * (accuracy[mine] - ref_accuracy[theirs]), label=f"{label} - {reference}",
+                         **style)
+            peak_gap = np.maximum.accumulate(accuracy[mine]) - np.maximum.accumulate(ref_accuracy[theirs])
+            axes[1].plot(shared, 100 * peak_gap, label=f"peaks so far, {label} - {reference}",
+                         **{**style, "linestyle": ":", "linewidth": 2.0})
+    axes[0].set_ylabel("test accuracy (%)")
+    axes[0].legend(fontsize=7, loc="lower right")
+    axes[0].grid(alpha=0.3)
+    if reference is not None and len(axes) > 1:
+        axes[1].axhline(0.0, color=RULE_COLORS.get(curves[reference][2]["rule"], "0.4"), lw=0.8)
+        axes[1].set_ylabel(f"minus {reference} (points)")
+        axes[1].grid(alpha=0.3)
+        axes[1].legend(fontsize=7, loc="lower right")
+    axes[-1].set_xlabel("epoch")
 
 
 def accuracy_bars(ax: Axes, groups: list, rules, means: dict, stds: dict | None = None,

@@ -58,6 +58,7 @@ EXPERIMENTS = {
     "alignment": "Fig. 1 (right): TP/ITP/GAIT updates against BP in an untrained 784-wide network",
     "inverse_error": "how exact must the inverse be: GAIT with feedback Q != W^-1, discrete and (--circuit) "
                      "in the circuit, over eps, gamma, depth and noise",
+    "compare_runs": "training runs side by side (finished or still training): test accuracy per epoch, peak, gap",
     "bench": "per-batch time of training steps (BP, TP, GAIT; with/without regulariser) and GFLOP/s",
 }
 

@@ -1,5 +1,8 @@
 """Small shared helpers for the tests (metrics come from analysis/)."""
 
+import csv
+import json
+
 import numpy as np
 
 from analysis.metrics import cosine, relative_error  # noqa: F401  (re-exported for tests)
@@ -69,3 +72,27 @@ def linear_circuit_system(net, spec, x, target):
         drive[(L - 1) * n:] = k[L - 1][s] * (target[s] - fwd.rates[L][s])
         out.append((M, drive))
     return out
+
+
+#: The configuration of the runs :func:`write_run` writes.
+TRAIN_RUN_CONFIG = {"dataset": "fashion_mnist", "widths": [784, 784, 10], "epochs": 4, "batch": 60, "regulariser": 0.0,
+          "seed": 0}
+
+
+def write_run(path, rule, accuracies, finished, regulariser=0.0, steps_per_epoch=1000):
+    """A run directory as ``train`` leaves it: metrics.csv, and summary.json (finished) or checkpoint.npz."""
+    path.mkdir()
+    config = {**TRAIN_RUN_CONFIG, "rule": rule, "regulariser": regulariser}
+    with open(path / "metrics.csv", "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["epoch", "step", "split", "metric", "value"])
+        for epoch, value in enumerate(accuracies):
+            step = epoch * steps_per_epoch
+            writer.writerow([epoch, step, "test", "accuracy", value])
+            if epoch:
+                writer.writerow([epoch, step, "train_running", "accuracy", value])
+    if finished:
+        (path / "summary.json").write_text(json.dumps({"experiment": "train", "config": config}))
+    else:
+        np.savez(path / "checkpoint.npz", meta=np.array(json.dumps({"config": config, "epoch": len(accuracies) - 1})))
+    return path

@@ -77,8 +77,8 @@ NUMBER_TYPES = {"--gamma": float, "--noise": float, "--lr": float, "--regularise
 def options(study: str):
     """(long option name, action) of every option of ``study`` that --help shows."""
     for action in STUDIES[study]._actions:
-        if action.help is argparse.SUPPRESS or "--help" in action.option_strings:
-            continue
+        if action.help is argparse.SUPPRESS or "--help" in action.option_strings or not action.option_strings:
+            continue  # (positional arguments: compare_runs' run directories)
         yield max(action.option_strings, key=len), action
 
 

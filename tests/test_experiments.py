@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from experiments.__main__ import EXPERIMENTS, main
+from tests.helpers import write_run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -197,7 +198,8 @@ def test_a_killed_command_line_run_resumes_to_the_same_bits(tmp_path):
 def test_every_study_checks_its_output_directory_before_computing(name, tmp_path, capsys):
     blocker = tmp_path / "a_file"
     blocker.write_text("")
-    assert main([name, "--quick", "--out", str(blocker / "out")]) == 2
+    runs = [str(write_run(tmp_path / "run", "bp", [0.1, 0.8], finished=True))] if name == "compare_runs" else []
+    assert main([name, *runs, "--quick", "--out", str(blocker / "out")]) == 2
     assert "--out: expected a directory this process can create and write" in capsys.readouterr().err
 
 

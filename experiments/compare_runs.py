@@ -1,0 +1,195 @@
+"""Training runs side by side: test accuracy per epoch, the peak, and the gap to a reference run.
+
+Reads the run directories that ``train --out RUN`` writes, finished or still training (a run
+in progress has its metrics.csv and checkpoint.npz; its configuration comes from the
+checkpoint), and writes to ``--out``:
+
+- ``runs.csv``: the test accuracy of every run at every evaluation (tidy rows);
+- ``test_accuracy.png``: test accuracy against epoch, one line per run in its rule's colour,
+  and beneath it each run's difference to the ``--reference`` run at the same epoch;
+- ``summary.json``: per run its configuration, the epochs done, the peak and where it occurred,
+  the final accuracy and the gap to the reference;
+- with ``--record``, a copy of each run's metrics.csv and summary.json in ``--out/LABEL/`` (small
+  files, fit for version control).  A run still training has no summary.json yet: its record is
+  written from the checkpoint's configuration and the metrics so far, marked ``"finished": false``.
+
+It prints a Markdown table of the same figures.  Nothing is trained or simulated.
+
+Example (the long Fashion-MNIST runs of docs/results.md)::
+
+    python -m experiments compare_runs runs/long_gait_s0 runs/long_bp_s0 --reference bp_s0 \\
+        --label gait_s0=runs/long_gait_s0 --label bp_s0=runs/long_bp_s0 --record --out docs/results/long_runs
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from analysis.plots import accuracy_over_epochs, new_figure, save_figure
+from models.errors import ValidationError
+
+from .common import write_summary
+
+DESCRIPTION = "training runs side by side (finished or still training): test accuracy per epoch, peak, gap"
+
+#: Epochs at which the printed table shows the test accuracy (those a run has reached).
+TABLE_EPOCHS = (1, 5, 10, 20, 30, 50, 75, 100)
+
+
+def add_arguments(parser):
+    parser.add_argument("runs", nargs="+", metavar="RUN",
+                        help="training run directories (train's --out: metrics.csv, and summary.json or "
+                             "checkpoint.npz)")
+    parser.add_argument("--label", action="append", metavar="NAME=RUN",
+                        help="name a run in tables, plots and records; repeatable (default: each run's directory "
+                             "name)")
+    parser.add_argument("--reference", metavar="NAME",
+                        help="the run the others are compared with, by label (default: the first BP run, if any)")
+    parser.add_argument("--record", action="store_true",
+                        help="copy each run's metrics.csv and summary.json into --out/NAME/")
+
+
+def validate(args) -> dict:
+    """``{label: run directory}`` in the order given; ValidationError naming the option if one is bad."""
+    names = {}
+    for text in args.label or ():
+        name, sep, run = text.partition("=")
+        if not sep or not name or not run:
+            raise ValidationError(f"--label: expected NAME=RUN, got {text!r}")
+        names[str(Path(run).resolve())] = name
+    runs = {}
+    for run in args.runs:
+        path = Path(run)
+        if not (path / "metrics.csv").is_file():
+            raise ValidationError(f"RUN: expected a training run directory with a metrics.csv, got {run!r}")
+        label = names.pop(str(path.resolve()), path.name)
+        if label in runs:
+            raise ValidationError(f"RUN: two runs share the label {label!r}; name them with --label NAME=RUN")
+        runs[label] = path
+    if names:
+        raise ValidationError(f"--label: expected a RUN among the runs given, got {', '.join(sorted(names))}")
+    if args.reference is not None and args.reference not in runs:
+        raise ValidationError(f"--reference: expected one of the labels {', '.join(runs)}, got {args.reference!r}")
+    return runs
+
+
+def read_run(path: Path) -> dict:
+    """A run's configuration, whether it finished, its per-evaluation test accuracy and its rows.
+
+    Returns ``{"config", "finished", "summary", "rows", "epochs", "accuracy", "steps_per_epoch"}``;
+    ``epochs`` are fractional where a run evaluates within epochs (step / steps per epoch).
+    """
+    with open(path / "metrics.csv", newline="") as fh:
+        rows = [{**r, "epoch": int(r["epoch"]), "step": int(r["step"]), "value": float(r["value"])}
+                for r in csv.DictReader(fh)]
+    summary_path, checkpoint = path / "summary.json", path / "checkpoint.npz"
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else None
+    if summary is not None and summary.get("experiment") == "train":
+        config = summary["config"]
+    elif checkpoint.is_file():
+        with np.load(checkpoint, allow_pickle=False) as z:
+            config = json.loads(str(z["meta"]))["config"]
+        summary = None
+    else:
+        raise ValidationError(f"RUN: expected train's summary.json or checkpoint.npz in {str(path)!r}, found neither")
+    # train_running rows are written at the ends of epochs only: they give the steps per epoch
+    ends = [(r["epoch"], r["step"]) for r in rows if r["split"] == "train_running" and r["epoch"] > 0]
+    steps_per_epoch = ends[0][1] / ends[0][0] if ends else None
+    test = sorted((r["step"], r["epoch"], r["value"]) for r in rows if r["split"] == "test"
+                  and r["metric"] == "accuracy")
+    epochs = np.array([s / steps_per_epoch if steps_per_epoch else e for s, e, _ in test], dtype=float)
+    accuracy = np.array([v for _, _, v in test], dtype=float)
+    return {"config": config, "finished": summary is not None, "summary": summary, "rows": rows,
+            "epochs": epochs, "accuracy": accuracy, "steps_per_epoch": steps_per_epoch}
+
+
+def accuracy_at(run: dict, epoch: float) -> float | None:
+    """The test accuracy (fraction) evaluated at ``epoch``, None if the run has not evaluated there."""
+    hit = np.flatnonzero(np.isclose(run["epochs"], epoch))
+    return float(run["accuracy"][hit[-1]]) if hit.size else None
+
+
+def run_figures(run: dict, reference: dict | None) -> dict:
+    """Epochs done, peak (and its epoch), final accuracy, and the gap to ``reference`` at the last shared epoch."""
+    epochs, acc = run["epochs"], run["accuracy"]
+    peak = int(np.argmax(acc))
+    config = run["config"]
+    figures = {"rule": config["rule"], "seed": config["seed"], "regulariser": config["regulariser"],
+               "epochs_done": float(epochs[-1]), "epochs_planned": config["epochs"], "finished": run["finished"],
+               "peak_test_accuracy": float(acc[peak]), "peak_epoch": float(epochs[peak]),
+               "final_test_accuracy": float(acc[-1])}
+    if reference is not None:
+        shared = sorted(set(np.round(epochs, 6)) & set(np.round(reference["epochs"], 6)))
+        last = shared[-1] if shared else None
+        figures["gap_epoch"] = last
+        figures["gap_to_reference"] = (None if last is None
+                                       else accuracy_at(run, last) - accuracy_at(reference, last))
+        ref_peak = float(np.max(reference["accuracy"][reference["epochs"] <= epochs[-1] + 1e-9]))
+        figures["peak_gap_to_reference"] = figures["peak_test_accuracy"] - ref_peak
+    return figures
+
+
+def markdown_table(runs: dict, figures: dict, reference: str | None) -> str:
+    """Test accuracy (%) at :data:`TABLE_EPOCHS`, peak (epoch) and the gap to the reference, one row per run."""
+    reached = max(f["epochs_done"] for f in figures.values())
+    columns = [e for e in TABLE_EPOCHS if e <= reached]
+    header = ["run", "rule", "regulariser", "seed", "epochs", *(f"epoch {e}" for e in columns), "peak (epoch)"]
+    if reference:
+        header.append(f"peak - {reference} peak (same epochs)")
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for label, run in runs.items():
+        f = figures[label]
+        cells = [label, f["rule"], f"{f['regulariser']:g}", str(f["seed"]),
+                 f"{f['epochs_done']:g}/{f['epochs_planned']}" + ("" if f["finished"] else " (training)")]
+        for e in columns:
+            value = accuracy_at(run, e)
+            cells.append("-" if value is None else f"{100 * value:.2f}")
+        cells.append(f"{100 * f['peak_test_accuracy']:.2f} ({f['peak_epoch']:g})")
+        if reference:
+            cells.append("" if label == reference else f"{100 * f['peak_gap_to_reference']:+.2f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def record(label: str, path: Path, run: dict, figures: dict, out: Path) -> None:
+    """Copy metrics.csv and summary.json of a run into ``out/label``; a run in progress gets a record of its state."""
+    target = out / label
+    target.mkdir(exist_ok=True)
+    shutil.copyfile(path / "metrics.csv", target / "metrics.csv")
+    if run["finished"]:
+        shutil.copyfile(path / "summary.json", target / "summary.json")
+    else:
+        write_summary(target, "train", run["config"], finished=False, source=str(path), **{
+            k: figures[k] for k in ("epochs_done", "peak_test_accuracy", "peak_epoch", "final_test_accuracy")})
+
+
+def run(args, out):
+    paths = validate(args)
+    runs = {label: read_run(path) for label, path in paths.items()}
+    reference = args.reference or next((k for k, r in runs.items() if r["config"]["rule"] == "bp"), None)
+    if reference is not None and len(runs) == 1:
+        reference = None
+    figures = {label: run_figures(r, runs[reference] if reference and label != reference else None)
+               for label, r in runs.items()}
+    with open(out / "runs.csv", "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["run", "rule", "seed", "regulariser", "epoch", "test_accuracy"])
+        for label, r in runs.items():
+            c = r["config"]
+            writer.writerows([label, c["rule"], c["seed"], c["regulariser"], f"{e:g}", a]
+                             for e, a in zip(r["epochs"], r["accuracy"]))
+    curves = {label: (r["epochs"], r["accuracy"], r["config"]) for label, r in runs.items()}
+    fig, axes = new_figure(2, 1, figsize=(7.5, 6.0), sharex=True, height_ratios=(2, 1))
+    accuracy_over_epochs(axes[:, 0], curves, reference=reference)
+    save_figure(fig, out / "test_accuracy.png")
+    if args.record:
+        for label, path in paths.items():
+            record(label, path, runs[label], figures[label], out)
+    write_summary(out, "compare_runs", {"runs": {k: str(v) for k, v in paths.items()}, "reference": reference},
+                  runs=figures)
+    print(markdown_table(runs, figures, reference))
