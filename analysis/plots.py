@@ -279,6 +279,8 @@ def accuracy_over_epochs(axes, curves: dict, reference: str | None = None) -> No
     reference : str, optional
         The label of the run the others are compared with.
 
+    Notes
+    -----
     The untrained network's evaluation (epoch 0) is left out, so that the axis resolves the
     trained range.
     """
