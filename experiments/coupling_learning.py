@@ -35,7 +35,7 @@ DESCRIPTION = __doc__
 EMBEDDED_TRAIN, BATCH = 3000, 60
 #: option -> (default, default with --quick)
 QUICK = {"gammas": ("1e-3,1e-2,0.05,0.2,0.5", "1e-2,0.2"), "noises": ("0,1e-8,1e-6,1e-4", "0,1e-4"),
-         "epochs": (5, 1), "train_samples": (1200, 180)}
+         "epochs": (5, 3), "train_samples": (1200, 600)}
 
 
 def add_arguments(parser):

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from experiments.__main__ import EXPERIMENTS, main
+from tests import tolerances as tol
 from tests.helpers import write_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,6 +79,9 @@ def test_quick_mode_writes_summary_and_figures(name, tmp_path):
     if name != "bench":
         assert list(tmp_path.glob("*.png")), "no figure written"
     assert f"[{name}] done" in result.stderr
+    if name == "coupling_learning":  # the quick run is short, but long enough to learn
+        noiseless = [r["final_test_accuracy"] for r in summary["rows"] if not r["noise"]]
+        assert noiseless and min(noiseless) > tol.QUICK_LEARNING_MIN_ACCURACY, noiseless
     if name == "bench":
         assert summary["matmul_gflops"] > 0
         assert all(f["getrf_ms"] > 0 and f["getrs_ms"] > 0 for f in summary["inverse_floor_ms"].values())
