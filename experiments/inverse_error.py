@@ -39,7 +39,7 @@ import numpy as np
 import circuit
 import models
 from analysis.metrics import cosine, relative_error
-from analysis.plots import use_agg
+from analysis.plots import new_figure, save_figure
 from models.errors import ValidationError
 from models.feedback import (
     FORMS,
@@ -349,10 +349,10 @@ def print_circuit_tables(means, best):
 
 def plot_circuit(means, best, out):
     """Layer-1 error against gamma per eps; cosine with BP; best gamma against eps per depth and noise; stability."""
-    plt = use_agg()
     depths, noises = sorted({r["depth"] for r in means}), sorted({r["noise"] for r in means})
     L = max(depths)
-    fig, axes = plt.subplots(1, 4, figsize=(21, 4.6))
+    fig, axes = new_figure(1, 4, figsize=(21, 4.6))
+    axes = axes[0]
     for c, eps in enumerate(sorted({r["eps"] for r in means})):
         sel = sorted((r for r in means if r["depth"] == L and r["noise"] == 0 and r["layer"] == 1 and r["eps"] == eps),
                      key=lambda r: r["gamma"])
@@ -386,9 +386,7 @@ def plot_circuit(means, best, out):
     axes[2].legend(fontsize=6, loc="lower right")
     fig.suptitle("the circuit with an imperfect inverse: error ~ eps / gamma^(L-1) at small gamma, GAIT's own bias at "
                  "large gamma; the best gamma grows with eps and with the noise")
-    fig.tight_layout()
-    fig.savefig(out / "inverse_error_circuit.png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, out / "inverse_error_circuit.png", dpi=110)
 
 
 def time_learned_feedback(widths, batch: int = 60, steps: int = 15, gamma: float = 1e-3, data=None,
@@ -550,10 +548,7 @@ def run(args, out):
     if args.bench:
         widths = settings["bench_widths"]
         bench = time_learned_feedback(widths, args.bench_batch, settings["bench_steps"])
-        print(f"\nstep time, widths {widths}, batch {args.bench_batch}, {DEFAULT_BLAS_THREADS} BLAS thread: " +
-              ", ".join(f"{k} {v['ms_per_batch']:.1f} ms" for k, v in bench.items() if isinstance(v, dict)) +
-              f"; learned / exact GAIT {bench['learned_over_exact']:.2f}x, "
-              f"learned / BP {bench['learned_over_bp']:.2f}x")
+        print("\n" + timing_line(bench, widths, args.bench_batch))
     circuit_results = run_circuit(args, settings, out) if args.circuit else None
     write_summary(out, "inverse_error", {**vars(args), "eps_grid": eps_grid, "gammas": gammas, "depths": depths,
                                          "width": width, "batch": batch, "seeds": seeds, "alphas": alphas,
@@ -623,9 +618,9 @@ def print_tables(perturbed, best, slopes, transpose, depths):
 
 
 def plot_perturbed(rows, best, depths, out):
-    plt = use_agg()
     L = max(depths)
-    fig, axes = plt.subplots(1, 4, figsize=(20, 4.2))
+    fig, axes = new_figure(1, 4, figsize=(20, 4.2))
+    axes = axes[0]
     gammas = sorted({r["gamma"] for r in rows})
     shown = gammas[:: max(1, len(gammas) // 4)]
     for c, gamma in enumerate(shown):
@@ -667,14 +662,11 @@ def plot_perturbed(rows, best, depths, out):
     axes[3].set_title("dotted: slope 1/L", fontsize=9)
     axes[3].legend(fontsize=6)
     fig.suptitle("imperfect inverses: the absolute form's error grows like eps / gamma^(L-l); a larger gamma protects")
-    fig.tight_layout()
-    fig.savefig(out / "inverse_error.png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, out / "inverse_error.png", dpi=110)
 
 
 def plot_transpose(rows, depths, out):
-    plt = use_agg()
-    fig, axes = plt.subplots(1, len(depths), figsize=(5.5 * len(depths), 4.2), squeeze=False)
+    fig, axes = new_figure(1, len(depths), figsize=(5.5 * len(depths), 4.2))
     for ax, depth in zip(axes[0], depths):
         for c, gamma in enumerate(sorted({r["gamma"] for r in rows})):
             for form, style in zip(FORMS, ("-", "--")):
@@ -692,6 +684,4 @@ def plot_transpose(rows, depths, out):
         ax.set_ylabel("layer-1 cosine with BP")
         ax.set_title(f"feedback Q = W^T, L = {depth}")
         ax.legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(out / "inverse_error_transpose.png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, out / "inverse_error_transpose.png", dpi=110)
