@@ -34,7 +34,7 @@ import models
 from models.errors import DivergenceError, NonFiniteError, ValidationError
 from models.validation import check_array, check_choice, check_count, check_positive, layer_scales
 
-from .plasticity import updates_from_errors
+from .plasticity import steady_state_updates
 from .results import SteadyState, Trajectory, require_convergence
 from .spec import CircuitSpec
 from .stability import largest_real_eigenvalue
@@ -262,7 +262,7 @@ class Engine:
         fwd = state.forward_for(x)
         with self._hot_loop():
             errors = self._scaled_errors(state, x, fwd)
-        return updates_from_errors(self.spec, errors, [x] + list(state.rates[:-1]))
+        return steady_state_updates(self.spec, errors, [x] + list(state.rates[:-1]))
 
     def stability(self, x, state: SteadyState | None = None) -> np.ndarray:
         """Largest real part of the linearised system's eigenvalues per sample (units of 1/tau), shape (batch,).

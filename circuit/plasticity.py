@@ -13,13 +13,22 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.rules import batch_mean_updates
+from models.deprecation import renamed_getattr
+from models.rules import plasticity_step
 
-__all__ = ["updates_from_errors"]
+__all__ = ["steady_state_updates"]
+
+#: Former names -> new names; the old ones warn until 0.3.0 (see :mod:`models.rules`).
+RENAMED = {"updates_from_errors": "steady_state_updates"}
+__getattr__ = renamed_getattr(__name__, RENAMED)
 
 
-def updates_from_errors(spec, scaled_errors: list, presynaptic: list) -> tuple[list, list]:
-    """Batch-mean (dW, db) from scaled errors [i] (batch, n_{i+1}) and presynaptic rates [i] (batch, n_i)."""
+def steady_state_updates(spec, scaled_errors: list, presynaptic: list) -> tuple[list, list]:
+    """Batch-mean (dW, db) at a steady state, from its scaled errors [i] (batch, n_{i+1}) and presynaptic rates.
+
+    ``presynaptic[i]`` of shape (batch, n_i); the errors broadcast to (batch, n_{i+1}).  The
+    step itself is :func:`models.rules.plasticity_step`, the one of the discrete rules.
+    """
     batch = presynaptic[0].shape[0]
     errors = [np.broadcast_to(e, (batch, w.shape[0])) for e, w in zip(scaled_errors, spec.network.weights)]
-    return batch_mean_updates(errors, presynaptic, spec.network.weights)
+    return plasticity_step(errors, presynaptic, spec.network.weights)

@@ -17,7 +17,7 @@ import models
 from analysis.metrics import cosine
 from analysis.plots import RULE_COLORS, cosine_by_layer, new_figure, rule_label, save_figure, scatter_updates
 from models.errors import ValidationError
-from models.regularizer import orthogonality_gradient
+from models.regulariser import orthogonality_gradient
 from models.validation import check_count, check_gamma
 
 from .common import Progress, write_summary
@@ -75,7 +75,7 @@ def run(args, out):
         progress.step(f"{init} bp")
         for rule in rules:
             targets = models.compute_targets(net, fwd, target, rule, args.gamma)
-            dW, _ = models.target_updates(net, targets)
+            dW, _ = models.updates_from_targets(net, targets)
             updates[init, rule] = dW
             for layer, (a, b) in enumerate(zip(dW, bp), start=1):
                 rows.append({"init": init, "rule": rule, "layer": layer, "cosine": cosine(a, b)})
@@ -133,7 +133,7 @@ def gait_cosine_by_batch(data, widths, seed, quick=False):
             fwd = net.forward(x)
             target = models.constructed_target("quadratic", fwd.rates[-1], labels, 10)
             bp, _ = models.backprop(net, fwd, target)
-            gait, _ = models.target_updates(net, models.compute_targets(net, fwd, target, "gait", gamma))
+            gait, _ = models.updates_from_targets(net, models.compute_targets(net, fwd, target, "gait", gamma))
             worst = min(cosine(a, c) for a, c in zip(gait, bp))
             rows.append({"gamma": gamma, "batch": b, "min_cosine": worst})
             cells.append(worst)
@@ -166,7 +166,7 @@ def run_checkpoint(args, out, batch: int):
     updates = {"bp": bp}
     rows = []
     for rule in ("tp", "itp", "gait"):
-        dW, _ = models.target_updates(net, models.compute_targets(net, fwd, target, rule, cfg.gamma))
+        dW, _ = models.updates_from_targets(net, models.compute_targets(net, fwd, target, rule, cfg.gamma))
         updates[rule] = dW
         for layer, (a, b) in enumerate(zip(dW, bp), start=1):
             rows.append({"init": f"trained ({cfg.rule}, epoch {meta['epoch']})", "rule": rule, "layer": layer,

@@ -395,7 +395,7 @@ def bench_regulariser(args, data, widths, lam: float = 0.1):
     """
     from scipy.linalg.blas import dsyrk
 
-    from models.regularizer import orthogonality_gradient, start_orthogonality_gradients
+    from models.regulariser import orthogonality_gradient, start_orthogonality_gradients
 
     steps = given_or(args, "steps", 15, 3)
     lu_threads = default_lu_threads()
@@ -418,7 +418,7 @@ def bench_regulariser(args, data, widths, lam: float = 0.1):
                 t0 = time.perf_counter()
                 if early:
                     pending = start_orthogonality_gradients(net.weights, lam, threads)
-                dW, db, _ = models.compute_updates(net, x, target, "gait", 1e-3, inverses[name])
+                dW, db, _ = models.rule_updates(net, x, target, "gait", 1e-3, inverses[name])
                 t1 = time.perf_counter()
                 if not early:
                     pending = start_orthogonality_gradients(net.weights, lam, threads)

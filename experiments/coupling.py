@@ -134,7 +134,7 @@ def measure_point(point: dict) -> dict:
                                     seed=seed, on_failure="mask")
     dW, _ = engine.plasticity(state, x)
     reference = models.compute_targets(net, fwd, target, point["mode"], gammas)
-    ref, _ = models.target_updates(net, reference)
+    ref, _ = models.updates_from_targets(net, reference)
     bp, _ = models.backprop(net, fwd, target)
     layers = compare_with_reference(spec, state, dW, reference, ref, bp)
     return {"diverged": False, "converged": bool(np.all(state.converged)), "stability": lam if clean else None,

@@ -79,7 +79,7 @@ def run(args, out):
     engines = settings["engines"]
     progress = Progress("demo", 2 * len(engines))
     reference = models.compute_targets(net, fwd, target, args.mode, args.gamma)
-    ref_dW, _ = models.target_updates(net, reference)
+    ref_dW, _ = models.updates_from_targets(net, reference)
     bp, _ = models.backprop(net, fwd, target)
     k = spec.couplings(fwd.derivatives)
     rows, trajectories, updates = [], {}, {}

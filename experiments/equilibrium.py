@@ -53,7 +53,7 @@ def measure(net, x, target, gamma, mode, engine_name, max_time_tau: float | None
     dW, _ = engine.plasticity(state, x)
     fwd = net.forward(x)
     ref_targets = models.compute_targets(net, fwd, target, mode, gamma)
-    ref, _ = models.target_updates(net, ref_targets)
+    ref, _ = models.updates_from_targets(net, ref_targets)
     bp, _ = models.backprop(net, fwd, target)
     rows = compare_with_reference(spec, state, dW, ref_targets, ref, bp)
     for row in rows:

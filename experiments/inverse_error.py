@@ -44,11 +44,11 @@ from models.errors import ValidationError
 from models.feedback import (
     FORMS,
     LearnedFeedback,
-    feedback_updates,
     inverse_errors,
     perturbed_inverses,
     reconstruction_errors,
     transposed_weights,
+    updates_with_feedback,
 )
 from models.training import apply_update, train_step
 from models.validation import check_count, check_gamma, check_positive
@@ -172,7 +172,7 @@ def reconstruction_error_updates(net, fwd, feedback, gamma) -> list:
     """
     scales = np.append(models.layer_scales(models.layer_gammas(gamma, net.depth))[1:], 1.0)
     rho = reconstruction_errors(net, fwd, feedback)
-    return models.weight_updates(net, fwd, [a * s * r for a, s, r in zip(fwd.derivatives, scales, rho)])[0]
+    return models.updates_from_signals(net, fwd, [a * s * r for a, s, r in zip(fwd.derivatives, scales, rho)])[0]
 
 
 def layer_rows(base: dict, dW, exact, bp) -> list:
@@ -191,10 +191,10 @@ def measure_perturbed(depth, width, batch, seed, gammas, eps_grid) -> list:
         feedback = perturbed_inverses(net, eps, seed=seed)
         inverse_error = inverse_errors(net, feedback)
         for gamma in gammas:
-            exact, _ = models.target_updates(net, models.compute_targets(net, fwd, target, "gait", gamma))
+            exact, _ = models.updates_from_targets(net, models.compute_targets(net, fwd, target, "gait", gamma))
             predicted = reconstruction_error_updates(net, fwd, feedback, gamma)
             for form in FORMS:
-                dW, _ = feedback_updates(net, fwd, target, "gait", gamma, feedback, form)
+                dW, _ = updates_with_feedback(net, fwd, target, "gait", gamma, feedback, form)
                 base = {"kind": "perturbed", "form": form, "depth": depth, "seed": seed, "eps": eps, "gamma": gamma}
                 for row in layer_rows(base, dW, exact, bp):
                     i = row["layer"] - 1
@@ -214,9 +214,9 @@ def measure_transpose(depth, width, batch, seed, gammas, alphas) -> list:
         feedback = transposed_weights(net)
         orth = inverse_errors(net, feedback)
         for gamma in gammas:
-            exact, _ = models.target_updates(net, models.compute_targets(net, fwd, target, "gait", gamma))
+            exact, _ = models.updates_from_targets(net, models.compute_targets(net, fwd, target, "gait", gamma))
             for form in FORMS:
-                dW, _ = feedback_updates(net, fwd, target, "gait", gamma, feedback, form)
+                dW, _ = updates_with_feedback(net, fwd, target, "gait", gamma, feedback, form)
                 base = {"kind": "transpose", "form": form, "depth": depth, "seed": seed, "alpha": alpha,
                         "gamma": gamma, "orthogonality_error": float(np.mean(orth[1:]))}
                 rows += layer_rows(base, dW, exact, bp)
@@ -277,10 +277,10 @@ def measure_circuit_point(point: dict) -> dict:
     except circuit.DivergenceError:
         return {"diverged": True, "converged": False, "stability": None, "layers": []}
     dW, _ = engine.plasticity(state, x)
-    exact, _ = models.target_updates(net, models.compute_targets(net, fwd, target, "gait", gamma))
+    exact, _ = models.updates_from_targets(net, models.compute_targets(net, fwd, target, "gait", gamma))
     bp, _ = models.backprop(net, fwd, target)
-    absolute = exact if feedback is None else feedback_updates(net, fwd, target, "gait", gamma, feedback,
-                                                               "absolute")[0]
+    absolute = exact if feedback is None else updates_with_feedback(net, fwd, target, "gait", gamma, feedback,
+                                                                    "absolute")[0]
     layers = [{"layer": i + 1, "rel_error_update": relative_error(d, e), "rel_error_absolute": relative_error(d, a),
                "rel_error_bp": relative_error(d, b), "cosine_bp": cosine(d, b), "exact_rel_error_bp":
                relative_error(e, b), "exact_cosine_bp": cosine(e, b)}

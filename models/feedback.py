@@ -31,19 +31,24 @@ from typing import Sequence
 
 import numpy as np
 
+from .deprecation import renamed_getattr
 from .errors import NonFiniteError, ValidationError
 from .network import DirectInverse, ForwardPass, Network
-from .rules import compute_targets, layer_gammas, target_updates
+from .rules import compute_targets, layer_gammas, updates_from_targets
 from .validation import check_array, check_choice, check_positive, layer_scales
 
 __all__ = ["FORMS", "RECONSTRUCTIONS", "FeedbackWeights", "exact_inverses", "perturbed_inverses",
-           "transposed_weights", "inverse_errors", "reconstruction_errors", "feedback_targets", "feedback_updates",
+           "transposed_weights", "inverse_errors", "reconstruction_errors", "feedback_targets", "updates_with_feedback",
            "LearnedFeedback", "TransposedFeedback"]
 
 #: How a target rule reads the feedback (module docstring).
 FORMS = ("difference", "absolute")
 #: What :class:`LearnedFeedback` reconstructs: the corrupted rates, or the corruption alone.
 RECONSTRUCTIONS = ("rates", "perturbation")
+
+#: Former names -> new names; the old ones warn until 0.3.0 (see :mod:`models.rules`).
+RENAMED = {"feedback_updates": "updates_with_feedback"}
+__getattr__ = renamed_getattr(__name__, RENAMED)
 
 
 def _check_square(name: str, value, hint: str) -> np.ndarray:
@@ -236,10 +241,15 @@ def feedback_targets(net: Network, fwd: ForwardPass, target, rule: str, gamma, f
     return compute_targets(net, fwd, target, rule, gamma, _WithReconstructionError(feedback, residuals, scales))
 
 
-def feedback_updates(net: Network, fwd: ForwardPass, target, rule: str, gamma, feedback: FeedbackWeights,
-                     form: str = "difference") -> tuple[list, list]:
-    """Descent directions (dW, db) of ``rule`` with feedback ``Q_l`` (:func:`feedback_targets`)."""
-    return target_updates(net, feedback_targets(net, fwd, target, rule, gamma, feedback, form))
+def updates_with_feedback(net: Network, fwd: ForwardPass, target, rule: str, gamma, feedback: FeedbackWeights,
+                          form: str = "difference") -> tuple[list, list]:
+    """Descent directions (dW, db) of ``rule`` with feedback ``Q_l`` in place of the inverses.
+
+    The targets are :func:`feedback_targets`; the updates are those of the network's weights,
+    computed with the feedback weights (the feedback weights themselves are learned by
+    :class:`LearnedFeedback`).
+    """
+    return updates_from_targets(net, feedback_targets(net, fwd, target, rule, gamma, feedback, form))
 
 
 class LearnedFeedback:
@@ -247,7 +257,7 @@ class LearnedFeedback:
 
     Each call (one batch) first takes one step of the feedback rule on the batch's forward
     pass (the free phase), then returns the rule's descent directions computed with the
-    current ``Q_l`` (:func:`feedback_updates`).  For every layer l = 2..L::
+    current ``Q_l`` (:func:`updates_with_feedback`).  For every layer l = 2..L::
 
         y~  = y_{l-1}[:, :n_l] + noise * xi           (xi standard normal, seeded)
         z   = y~ W_l^T                                 (layer l's potential minus its bias)
@@ -346,7 +356,7 @@ class LearnedFeedback:
         """The rule's descent directions (dW, db) with the current ``Q_l``, without a step of the feedback rule."""
         if self.feedback is None:
             self.initialise(net)
-        return feedback_updates(net, fwd, target, self.rule, self.gamma, self.feedback, self.form)
+        return updates_with_feedback(net, fwd, target, self.rule, self.gamma, self.feedback, self.form)
 
     def learn(self, net: Network, fwd: ForwardPass) -> list:
         """One step of the feedback rule on a forward pass; returns each layer's mean squared
@@ -409,7 +419,7 @@ class TransposedFeedback:
     """Training with feedback ``Q_l = W_l^T`` (no inverse, nothing learned); an ``update=`` hook.
 
     Each call returns the rule's descent directions with the transposes of the current
-    weights (:func:`transposed_weights`, :func:`feedback_updates`).  In the difference form
+    weights (:func:`transposed_weights`, :func:`updates_with_feedback`).  In the difference form
     (the default) GAIT with ``Q = W^T`` is BP, whatever the weights' orthogonality
     (docs/imperfect_inverses.md, section 2); in the absolute form it needs weights orthogonal
     to well below ``prod_{j>l} gamma_j``.  Same interface as :class:`LearnedFeedback`
@@ -426,7 +436,7 @@ class TransposedFeedback:
         return self.directions(net, fwd, target)
 
     def directions(self, net: Network, fwd: ForwardPass, target) -> tuple[list, list]:
-        return feedback_updates(net, fwd, target, self.rule, self.gamma, transposed_weights(net), self.form)
+        return updates_with_feedback(net, fwd, target, self.rule, self.gamma, transposed_weights(net), self.form)
 
     def inverse_errors(self, net: Network, norm: str = "spectral") -> list:
         """``||W_l^T W_l - I||`` per layer ([0] is None): how far the weights are from orthogonal."""

@@ -22,6 +22,26 @@ with ``D_{l+1} = delta_{l+1} / S_{l+1}`` and ``eps = gamma A^2`` (GAIT), ``gamma
 (ITP), or 1 with all scales 1 (TP, t_{l-1} = g^-1(t_l)).  This is Alg. 1 rewritten
 without approximation: only the order of floating-point operations changes.
 The weight update is then ``A_l delta_l y_{l-1}^T`` (batch mean).
+
+Names of the updates
+--------------------
+Every function that returns updates ``(dW, db)`` says where they come from:
+
+- :func:`updates`: the entry point for users, from plain arrays (weights, biases, a batch,
+  its target and a rule name);
+- :func:`rule_updates`: the updates of a rule on a :class:`~models.network.Network` (also
+  returns the forward pass); :func:`circuit.plasticity.steady_state_updates` is the circuit's
+  counterpart, from the errors at its nudged steady state;
+- ``updates_from_<input>`` from a result the caller already holds:
+  :func:`updates_from_targets` (layer-wise :class:`Targets`), :func:`updates_from_signals`
+  (per-sample error signals at a forward pass); ``updates_with_<part>`` for a rule with a
+  part replaced: :func:`models.feedback.updates_with_feedback` (feedback weights in place
+  of the inverses);
+- :func:`plasticity_step`: the local rule all of them end in, error times presynaptic
+  rate, batch mean.
+
+The former names (:data:`RENAMED`) still work and warn until 0.3.0
+(:mod:`models.deprecation`).
 """
 
 from __future__ import annotations
@@ -32,14 +52,21 @@ from typing import Sequence
 import numpy as np
 
 from .activations import get_activation
+from .deprecation import renamed_getattr
 from .errors import ValidationError
 from .network import DirectInverse, ForwardPass, Network, check_finite_result
 from .validation import check_array, check_choice, check_gamma, layer_scales
 
 __all__ = ["RULES", "Targets", "layer_gammas", "compute_targets", "error_signals", "bp_error_signals",
-           "batch_mean_updates", "weight_updates", "target_updates", "backprop", "compute_updates", "updates"]
+           "plasticity_step", "updates_from_signals", "updates_from_targets", "backprop", "rule_updates", "updates"]
 
 RULES = ("bp", "tp", "itp", "gait")
+
+#: Former names -> new names; the old ones warn until 0.3.0 (module docstring).
+RENAMED = {"compute_updates": "rule_updates", "weight_updates": "updates_from_signals",
+           "target_updates": "updates_from_targets", "batch_mean_updates": "plasticity_step",
+           "check_updates_finite": "check_finite_updates"}
+__getattr__ = renamed_getattr(__name__, RENAMED)
 
 
 def layer_gammas(gamma, depth: int) -> np.ndarray:
@@ -185,11 +212,12 @@ def bp_error_signals(net: Network, fwd: ForwardPass, target) -> list:
     return signals
 
 
-def batch_mean_updates(signals: list, presynaptic: list, weights: list) -> tuple[list, list]:
-    """The plasticity step of every rule and engine: batch means of error times presynaptic rate.
+def plasticity_step(signals: list, presynaptic: list, weights: list) -> tuple[list, list]:
+    """The local plasticity rule of every rule and engine: batch means of error times presynaptic rate.
 
     ``dW_l = e_l^T r_{l-1}[:, :n_l] / batch`` and ``db_l = mean(e_l)``, from per-sample error
     signals [i] (batch, n_{i+1}) and presynaptic rates [i] (batch, n_i) of layers 1..L.
+    Returns the changes per unit learning rate; it does not apply them.
     """
     batch = presynaptic[0].shape[0]
     # Scale the (batch, n) signal rather than the (n, n) product: one pass less over n^2.
@@ -198,14 +226,20 @@ def batch_mean_updates(signals: list, presynaptic: list, weights: list) -> tuple
     return dW, db
 
 
-def weight_updates(net: Network, fwd: ForwardPass, signals: list) -> tuple[list, list]:
-    """Batch means ``dW_l = e_l^T y_{l-1}[:, :n_l] / batch`` and ``db_l = mean(e_l)`` at the forward pass."""
-    return batch_mean_updates(signals, fwd.rates, net.weights)
+def updates_from_signals(net: Network, fwd: ForwardPass, signals: list) -> tuple[list, list]:
+    """Updates from per-sample error signals ``e_l`` at the forward pass ``fwd`` (:func:`plasticity_step`).
+
+    Batch means ``dW_l = e_l^T y_{l-1}[:, :n_l] / batch`` and ``db_l = mean(e_l)``.
+    """
+    return plasticity_step(signals, fwd.rates, net.weights)
 
 
-def target_updates(net: Network, targets: Targets) -> tuple[list, list]:
-    """Descent directions of a target rule (Eq. 4, 13, 18): ``A_l S_l (t_l - y_l) y_{l-1}^T``."""
-    return weight_updates(net, targets.forward, error_signals(targets))
+def updates_from_targets(net: Network, targets: Targets) -> tuple[list, list]:
+    """Descent directions of a target rule from its layer-wise targets (Eq. 4, 13, 18).
+
+    ``dW_l = A_l S_l (t_l - y_l) y_{l-1}^T`` (batch mean), through :func:`updates_from_signals`.
+    """
+    return updates_from_signals(net, targets.forward, error_signals(targets))
 
 
 def backprop(net: Network, fwd: ForwardPass, target) -> tuple[list, list]:
@@ -213,10 +247,10 @@ def backprop(net: Network, fwd: ForwardPass, target) -> tuple[list, list]:
 
     For any other loss pass the constructed target ``t = y_L - dL/dy_L`` (section 5).
     """
-    return weight_updates(net, fwd, bp_error_signals(net, fwd, target))
+    return updates_from_signals(net, fwd, bp_error_signals(net, fwd, target))
 
 
-def compute_updates(net: Network, x, target, rule: str, gamma=1e-3, inverse=None, fwd: ForwardPass | None = None):
+def rule_updates(net: Network, x, target, rule: str, gamma=1e-3, inverse=None, fwd: ForwardPass | None = None):
     """Descent directions (dW, db) of ``rule`` for a batch; also returns the forward pass.
 
     Pass ``fwd`` (``net.forward(x)``) if it is already computed, e.g. to build the target.
@@ -226,13 +260,13 @@ def compute_updates(net: Network, x, target, rule: str, gamma=1e-3, inverse=None
     check_choice("rule", rule, RULES)
     fwd = forward_factorising(net, x, rule, inverse) if fwd is None else fwd
     with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported once, below
-        # backprop() and target_updates() written out, to check the error signals on the way
+        # backprop() and updates_from_targets() written out, to check the error signals on the way
         if rule == "bp":
             signals = bp_error_signals(net, fwd, target)
         else:
             signals = error_signals(compute_targets(net, fwd, target, rule, gamma, inverse))
-        dW, db = weight_updates(net, fwd, signals)
-    check_updates_finite(net, rule, fwd, target, signals, dW, db)
+        dW, db = updates_from_signals(net, fwd, signals)
+    check_finite_updates(net, rule, fwd, target, signals, dW, db)
     return dW, db, fwd
 
 
@@ -242,7 +276,7 @@ def compute_updates(net: Network, x, target, rule: str, gamma=1e-3, inverse=None
 SAFE_PRODUCT = 1e300
 
 
-def check_updates_finite(net: Network, rule: str, fwd: ForwardPass, target, signals: list, dW: list,
+def check_finite_updates(net: Network, rule: str, fwd: ForwardPass, target, signals: list, dW: list,
                          db: list) -> None:
     """Raise NonFiniteError if the error signals or the updates of a batch overflowed float64.
 
@@ -310,6 +344,6 @@ def updates(weights: Sequence[np.ndarray], biases: Sequence[np.ndarray], x, targ
                               f"first {n1} input units), got {x.shape}")
     n0 = x.shape[1]
     net = Network(list(weights), list(biases), n0, activation=get_activation(activation, negative_slope))
-    dW, db, _ = compute_updates(net, x, target, rule, gamma)
+    dW, db, _ = rule_updates(net, x, target, rule, gamma)
     return dW, db
 

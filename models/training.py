@@ -57,8 +57,8 @@ from .feedback import LearnedFeedback, TransposedFeedback
 from .losses import LOSSES, constructed_target, loss_value
 from .network import DirectInverse, Network, init_network
 from .optimizers import Adam
-from .regularizer import PendingGradients, start_orthogonality_gradients
-from .rules import RULES, compute_updates, forward_factorising
+from .regulariser import PendingGradients, start_orthogonality_gradients
+from .rules import RULES, forward_factorising, rule_updates
 from .validation import check_choice, check_count, check_gamma, check_positive
 
 __all__ = [
@@ -104,7 +104,7 @@ def train_step(net: Network, optimizer: Adam, x, target, rule: str, gamma=1e-3,
     gradient is subtracted from the weight directions.  Returns the forward pass
     (computed before the update).
     """
-    dW, db, fwd = compute_updates(net, x, target, rule, gamma, inverse)
+    dW, db, fwd = rule_updates(net, x, target, rule, gamma, inverse)
     apply_update(net, optimizer, dW, db, regulariser)
     return fwd
 
@@ -193,7 +193,7 @@ def train_epoch(net: Network, optimizer: Adam, x, labels, *, rule: str, seed: in
             fwd = forward_factorising(net, xb, rule, inverse) if update is None else net.forward(xb)
             target = constructed_target(loss, fwd.rates[-1], yb, net.n_out)
             if update is None:
-                dW, db, _ = compute_updates(net, xb, target, rule, gamma, inverse, fwd=fwd)
+                dW, db, _ = rule_updates(net, xb, target, rule, gamma, inverse, fwd=fwd)
             else:
                 dW, db = update(net, xb, target, fwd)
             out = fwd.rates[-1]
@@ -374,7 +374,7 @@ class FeedbackUpdate:
         target = constructed_target(cfg.loss, fwd.rates[-1], self.probe_y, net.n_out)
         bp, _ = backprop(net, fwd, target)
         ours, _ = self.hook.directions(net, fwd, target)
-        exact, _, _ = compute_updates(net, self.probe_x, target, cfg.rule, cfg.gamma, fwd=fwd)
+        exact, _, _ = rule_updates(net, self.probe_x, target, cfg.rule, cfg.gamma, fwd=fwd)
         errors = self.hook.inverse_errors(net)
         values = {f"inverse_error_layer{i + 1}": e for i, e in enumerate(errors) if e is not None}
         values.update({f"cosine_bp_layer{i + 1}": _cosine(d, b) for i, (d, b) in enumerate(zip(ours, bp))})

@@ -127,7 +127,7 @@ def test_plasticity_with_feedback_weights_follows_the_discrete_absolute_form(eng
         engine = circuit.make_engine(spec, engine_name)
         state = engine.settle_nudged(x, target)
         dW, _ = engine.plasticity(state, x)
-        ref, _ = models.feedback_updates(net, net.forward(x), target, mode, gamma, fb, form="absolute")
+        ref, _ = models.updates_with_feedback(net, net.forward(x), target, mode, gamma, fb, form="absolute")
         for layer, (a, b) in enumerate(zip(dW, ref), start=1):
             assert relative_error(a, b) <= tol.UPDATE_ERROR_PER_GAMMA * max(L - layer, 1) * gamma, (gamma, layer)
         if engine_name == "brian2":

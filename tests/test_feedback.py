@@ -18,11 +18,11 @@ from models.feedback import (
     LearnedFeedback,
     exact_inverses,
     feedback_targets,
-    feedback_updates,
     inverse_errors,
     perturbed_inverses,
     reconstruction_errors,
     transposed_weights,
+    updates_with_feedback,
 )
 from models.training import epoch_order, train_epoch
 from tests import tolerances as tol
@@ -59,8 +59,8 @@ def test_exact_entries_give_bit_identical_targets_and_updates(kind, rule):
     ours = feedback_targets(net, fwd, target, rule, 1e-3, FeedbackWeights([None] * net.depth))
     for a, b in zip(default.scaled_deviations, ours.scaled_deviations):
         assert np.array_equal(a, b)
-    dW, db, _ = models.compute_updates(net, x, target, rule, 1e-3)
-    dW2, db2, _ = models.compute_updates(net, x, target, rule, 1e-3, inverse=FeedbackWeights([None] * net.depth))
+    dW, db, _ = models.rule_updates(net, x, target, rule, 1e-3)
+    dW2, db2, _ = models.rule_updates(net, x, target, rule, 1e-3, inverse=FeedbackWeights([None] * net.depth))
     for a, b in zip(dW + db, dW2 + db2):
         assert np.array_equal(a, b)
 
@@ -128,7 +128,7 @@ def test_difference_form_is_bp_with_q_in_place_of_w_transpose(activation, gamma)
     net = models.init_network([8, 8, 8, 8], "xavier", seed=5, activation=activation)
     x, target = random_batch(net, batch=5, seed=6)
     fwd = net.forward(x)
-    dW, _ = feedback_updates(net, fwd, target, "gait", gamma, transposed_weights(net))
+    dW, _ = updates_with_feedback(net, fwd, target, "gait", gamma, transposed_weights(net))
     bp, _ = models.backprop(net, fwd, target)
     for a, b in zip(dW, bp):
         assert relative_error(a, b) <= tol.IDENTITY_RTOL
@@ -137,8 +137,8 @@ def test_difference_form_is_bp_with_q_in_place_of_w_transpose(activation, gamma)
     signals[-1] = fwd.derivatives[-1] * (target - fwd.rates[-1])
     for i in range(net.depth - 2, -1, -1):
         signals[i] = fwd.derivatives[i] * (signals[i + 1] @ fb.matrices[i + 1].T)
-    want, _ = models.weight_updates(net, fwd, signals)
-    got, _ = feedback_updates(net, fwd, target, "gait", gamma, fb)
+    want, _ = models.updates_from_signals(net, fwd, signals)
+    got, _ = updates_with_feedback(net, fwd, target, "gait", gamma, fb)
     for a, b in zip(got, want):
         assert relative_error(a, b) <= tol.IDENTITY_RTOL
 
@@ -178,7 +178,7 @@ def test_absolute_form_is_alg1_as_written_with_q(kind, rule):
     for a, b in zip(ours[:-1], want[:-1]):
         assert relative_error(a, b) <= tol.LITERAL_RTOL
     exact = FeedbackWeights([None] * net.depth)
-    dW, db = feedback_updates(net, fwd, target, rule, 1e-2, exact, form="absolute")
+    dW, db = updates_with_feedback(net, fwd, target, rule, 1e-2, exact, form="absolute")
     dW_lit, db_lit = literal_alg1(net, x, target, rule, 1e-2)
     for a, b in zip(dW + db, dW_lit + db_lit):
         assert relative_error(a, b) <= tol.LITERAL_RTOL
@@ -214,8 +214,8 @@ def test_absolute_form_error_grows_like_eps_over_gamma_to_the_layers_above():
     eps_grid, gammas = [1e-9, 1e-8, 1e-7], [1e-4, 1e-3, 1e-2]
 
     def errors(form, eps, gamma):
-        exact, _ = models.target_updates(net, models.compute_targets(net, fwd, target, "gait", gamma))
-        dW, _ = feedback_updates(net, fwd, target, "gait", gamma, perturbed_inverses(net, eps, seed=0), form)
+        exact, _ = models.updates_from_targets(net, models.compute_targets(net, fwd, target, "gait", gamma))
+        dW, _ = updates_with_feedback(net, fwd, target, "gait", gamma, perturbed_inverses(net, eps, seed=0), form)
         return [relative_error(a, b) for a, b in zip(dW, exact)]
 
     for i in range(L - 1):
@@ -347,7 +347,7 @@ def test_learned_feedback_is_an_update_hook_for_training():
         fwd = net.forward(xb)
         target = models.constructed_target("quadratic", fwd.rates[-1], labels[:8], 9)
         ours = hook(net, xb, target, fwd)
-        exact = models.compute_updates(net, xb, target, "gait", 1e-3, fwd=fwd)[:2]
+        exact = models.rule_updates(net, xb, target, "gait", 1e-3, fwd=fwd)[:2]
         for a, b in zip(ours[0] + ours[1], exact[0] + exact[1]):
             assert relative_error(a, b) <= tol.IDENTITY_RTOL
         stale = hook.feedback.copy()  # the inverses of the weights before the epoch

@@ -114,8 +114,8 @@ def test_network_round_trip_is_bit_for_bit(tmp_path, activation):
     loaded = models.load_network(path)
     assert_same_network(loaded, net)
     x, target = random_batch(net, batch=4, seed=1)
-    for a, b in zip(models.compute_updates(loaded, x, target, "gait")[:2],
-                    models.compute_updates(net, x, target, "gait")[:2]):
+    for a, b in zip(models.rule_updates(loaded, x, target, "gait")[:2],
+                    models.rule_updates(net, x, target, "gait")[:2]):
         assert all(same_bits(u, v) for u, v in zip(a, b))
     # the file is an ordinary .npz: arrays and a JSON text with the format version
     with np.load(path) as raw:

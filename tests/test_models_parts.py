@@ -200,7 +200,7 @@ def test_empty_batch_is_refused_on_every_path():
         with pytest.raises(models.ValidationError, match="x: " + sample + r"8\)"):
             models.updates(net.weights, net.biases, empty_x, empty_t, rule)
         with pytest.raises(models.ValidationError, match="x: " + sample):
-            models.compute_updates(net, empty_x, empty_t, rule)
+            models.rule_updates(net, empty_x, empty_t, rule)
         with pytest.raises(models.ValidationError, match=r"target: expected shape \(7, 4\), got \(0, 4\)"):
             models.updates(net.weights, net.biases, x, empty_t, rule)
     with pytest.raises(models.ValidationError, match="x: " + sample):
@@ -214,7 +214,7 @@ def test_empty_batch_is_refused_on_every_path():
     with pytest.raises(models.ValidationError, match="target: " + sample):
         models.compute_targets(net, empty_fwd, empty_t, "gait")
     with pytest.raises(models.ValidationError, match="target: " + sample):
-        models.compute_updates(net, empty_x, empty_t, "bp", fwd=empty_fwd)
+        models.rule_updates(net, empty_x, empty_t, "bp", fwd=empty_fwd)
 
 
 @pytest.mark.parametrize("slope", ["0.1", None, True, 0, 0.0, -0.1, 1.5, np.nan, np.inf, [0.1]])
@@ -288,5 +288,5 @@ def test_large_but_finite_updates_are_returned_unchanged():
         dW, db = models.updates(net.weights, net.biases, x, target, rule)
         assert max(np.abs(d).max() for d in dW) > 1e300  # above SAFE_PRODUCT: dW was looked at
         direct = models.backprop(net, fwd, target) if rule == "bp" else \
-            models.target_updates(net, models.compute_targets(net, fwd, target, rule))
+            models.updates_from_targets(net, models.compute_targets(net, fwd, target, rule))
         assert all(np.array_equal(a, b) for a, b in zip(dW + db, direct[0] + direct[1]))

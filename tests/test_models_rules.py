@@ -155,13 +155,13 @@ def test_auxiliary_units_get_no_update_and_targets_are_exposed():
 
 @pytest.mark.parametrize("rule", models.RULES)
 def test_compute_updates_gives_the_bits_of_the_rule_functions(rule):
-    """compute_updates writes backprop()/target_updates() out (to check the error signals): same operations."""
+    """rule_updates writes backprop()/updates_from_targets() out (to check the error signals): same operations."""
     net = models.init_network([9, 8, 6, 5], "orthogonal", seed=1, n_out=3)
     x, target = random_batch(net, batch=6, seed=2)
     gamma = [0.3, 0.1, 1e-3]
-    dW, db, fwd = models.compute_updates(net, x, target, rule, gamma)
+    dW, db, fwd = models.rule_updates(net, x, target, rule, gamma)
     want = models.backprop(net, fwd, target) if rule == "bp" else \
-        models.target_updates(net, models.compute_targets(net, fwd, target, rule, gamma))
+        models.updates_from_targets(net, models.compute_targets(net, fwd, target, rule, gamma))
     assert all(np.array_equal(a, b) for a, b in zip(dW + db, want[0] + want[1]))
     assert all(np.array_equal(a, b) for a, b in zip(models.updates(net.weights, net.biases, x, target, rule, gamma)[0],
                                                     dW))

@@ -9,7 +9,7 @@ import models
 import tests.tolerances as tol
 from analysis.metrics import relative_error
 from models.errors import ValidationError
-from models.regularizer import orthogonality_gradient, start_orthogonality_gradients, subtract_orthogonality_gradients
+from models.regulariser import orthogonality_gradient, start_orthogonality_gradients, subtract_orthogonality_gradients
 
 
 def dsymm_transcription(w, lam):
@@ -72,7 +72,7 @@ def test_paper_setting_steps_give_the_same_bits(threads):
         for _ in range(3):
             target = models.constructed_target("quadratic", nets[0].forward(x).rates[-1], rng.integers(0, 10, 60), 10)
             pending = start_orthogonality_gradients(nets[0].weights, 0.1, threads)
-            steps = [models.compute_updates(net, x, target, "gait", 1e-3)[:2] for net in nets]
+            steps = [models.rule_updates(net, x, target, "gait", 1e-3)[:2] for net in nets]
             pending.subtract_from(steps[0][0])
             for d, w in zip(steps[1][0], nets[1].weights):
                 d -= dsymm_transcription(w, 0.1)
