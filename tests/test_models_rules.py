@@ -154,7 +154,7 @@ def test_auxiliary_units_get_no_update_and_targets_are_exposed():
 
 
 @pytest.mark.parametrize("rule", models.RULES)
-def test_compute_updates_gives_the_bits_of_the_rule_functions(rule):
+def test_rule_updates_gives_the_bits_of_the_rule_functions(rule):
     """rule_updates writes backprop()/updates_from_targets() out (to check the error signals): same operations."""
     net = models.init_network([9, 8, 6, 5], "orthogonal", seed=1, n_out=3)
     x, target = random_batch(net, batch=6, seed=2)
