@@ -54,6 +54,12 @@ def arch_config(arch: str, rule: str, dataset: str, seed: int, epochs: int, eval
                        seed=seed, epochs=epochs, eval_every=eval_every).resolved()
 
 
+def point_config(point: dict) -> TrainConfig:
+    """The configuration of a grid's run (a point of :func:`grid_points`)."""
+    return arch_config(point["arch"], point["rule"], point["dataset"], point["seed"], point["epochs"],
+                       point["eval_every"])
+
+
 def run_name(dataset: str, rule: str, arch: str, seed: int, eval_every: int | None = None) -> str:
     """The directory name of one run of a grid, under --runs-dir."""
     return f"{dataset}-{rule}-{arch}-s{seed}" + (f"-eval{eval_every}" if eval_every is not None else "")
@@ -119,10 +125,8 @@ def train_cell(point: dict, data_dir=None, allow_download: bool = True, lu_threa
     and "quick" (a few batches: :data:`QUICK_SAMPLES`).  ``on_batch(epoch, i, n_batches,
     running_loss)`` is passed to the training (see :func:`models.training.train`).
     """
-    cfg = arch_config(point["arch"], point["rule"], point["dataset"], point["seed"], point["epochs"],
-                      point["eval_every"])
     data = grid_data(point["dataset"], data_dir, allow_download, point["quick"])
-    summary = resume_run(cfg, data, point["run"], lu_threads=lu_threads, on_batch=on_batch).summary
+    summary = resume_run(point_config(point), data, point["run"], lu_threads=lu_threads, on_batch=on_batch).summary
     return {k: summary.get(k) for k in RESULT_KEYS}
 
 
@@ -167,11 +171,7 @@ def run_grid(args, cells: list, name: str, settings: dict, out: Path) -> list:
     runs = settings["runs"]
     points = grid_points(cells, settings, args.quick)
     if getattr(args, "tabulate_only", False):
-        results = {}
-        for point in points:
-            cfg = arch_config(point["arch"], point["rule"], point["dataset"], point["seed"], point["epochs"],
-                              point["eval_every"])
-            results[point["run"]] = finished_run(Path(point["run"]), cfg)
+        results = {point["run"]: finished_run(Path(point["run"]), point_config(point)) for point in points}
     else:
         data_dir = str(Path(args.data_dir).resolve()) if args.data_dir else None
         records = train_grid(points, out / "points.jsonl", data_dir=data_dir, allow_download=not args.no_download,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from experiments import coupling_learning
-from experiments.grid import arch_config, grid_data, grid_points, train_grid
+from experiments.grid import grid_data, grid_points, point_config, train_grid
 from experiments.sweep import run_points
 from models.training import read_checkpoint, train
 
@@ -112,6 +112,5 @@ def test_an_interrupted_grid_trains_only_what_is_missing(tmp_path):
     assert [r["result"]["evaluations"] for r in records] == [2, 2]
 
     for point, run in zip(points, (first, second)):  # the same bits as runs that were never interrupted
-        cfg = arch_config(point["arch"], point["rule"], point["dataset"], point["seed"], point["epochs"])
-        train(cfg, grid_data("embedded", quick=True), tmp_path / "fresh" / run.name, progress=False)
+        train(point_config(point), grid_data("embedded", quick=True), tmp_path / "fresh" / run.name, progress=False)
         assert same_checkpoints(run, tmp_path / "fresh" / run.name), run.name
