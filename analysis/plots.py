@@ -228,7 +228,8 @@ def cosine_by_layer(ax: Axes, rows: list, group_keys=("init", "rule"), legend: b
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
 
 
-def learning_curves(axes, history: list, rule: str | None = None, loss: str | None = None) -> None:
+def learning_curves(axes, history: list, rule: str | None = None, loss: str | None = None,
+                    full_training_set: bool = False) -> None:
     """Loss and accuracy against epoch, ticks on whole epochs.
 
     Parameters
@@ -236,23 +237,33 @@ def learning_curves(axes, history: list, rule: str | None = None, loss: str | No
     axes : sequence of two matplotlib.axes.Axes
         Loss on the first, accuracy (in %) on the second.
     history : list of dict
-        Tidy rows with ``"epoch"``, ``"split"`` ("test"; "train": the evaluation of a fixed training
-        subset, dashed; "train_running": the running mean over an epoch's batches, dotted, drawn at
-        the middle of its epoch), ``"metric"`` ("loss", "accuracy" as a fraction) and ``"value"``.
+        Tidy rows with ``"epoch"``, ``"step"`` (batches trained), ``"split"`` ("test"; "train":
+        the evaluation of the training samples, dashed; "train_running": the running mean over
+        an epoch's batches, dotted, drawn at the middle of its epoch), ``"metric"`` ("loss",
+        "accuracy" as a fraction) and ``"value"``.  Evaluations are drawn at their step in
+        epochs (batches per epoch: the steps of the "train_running" rows over their epochs),
+        so that evaluations within an epoch fall between its ends.
     rule : str, optional
         Colours the curves with :data:`RULE_COLORS`.
     loss : str, optional
         Names the loss in its axis label (e.g. "quadratic").
+    full_training_set : bool
+        The "train" rows evaluate the whole training set (labelled so), not a subset.
     """
     color = RULE_COLORS.get(rule, "k") if rule else "k"
+    per_epoch = {r["epoch"]: r["step"] / r["epoch"] for r in history if r["split"] == "train_running" and r["epoch"]}
+    batches = next(iter(per_epoch.values()), None)
     splits = {"test": ("test set", {"linestyle": "-", "marker": "o"}),
-              "train": ("training subset", {"linestyle": "--", "marker": "s", "markerfacecolor": "none"}),
+              "train": ("training set" if full_training_set else "training subset",
+                        {"linestyle": "--", "marker": "s", "markerfacecolor": "none"}),
               "train_running": ("training batches, running mean", {"linestyle": ":", "marker": "."})}
     for ax, metric in zip(axes, ("loss", "accuracy")):
         scale = 100.0 if metric == "accuracy" else 1.0
         for split, (label, style) in splits.items():
-            pts = [(r["epoch"] - (0.5 if split == "train_running" else 0.0), scale * r["value"]) for r in history
-                   if r["split"] == split and r["metric"] == metric]
+            pts = [(r["epoch"] - 0.5 if split == "train_running" else r["step"] / batches if batches else r["epoch"],
+                    scale * r["value"]) for r in history if r["split"] == split and r["metric"] == metric]
+            if len(pts) > 60:  # evaluations every few batches: a line without markers
+                style = {**style, "marker": None}
             if pts:
                 ax.plot(*zip(*sorted(pts)), color=color, markersize=4, label=label, **style)
         ax.set_xlabel("epoch")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import importlib.metadata
 import json
 import platform
 import subprocess
@@ -124,9 +125,11 @@ def provenance() -> dict:
     """Package versions, Python, machine and git commit of the running code (None outside its own repository)."""
     versions = {}
     for name in ("numpy", "scipy", "matplotlib", "brian2", "numba"):
+        # the installed version, read without importing (brian2's import fails outside the main thread, as in a
+        # Dask worker's task); a module already imported tells its own
         try:
-            versions[name] = __import__(name).__version__
-        except ImportError:
+            versions[name] = sys.modules[name].__version__ if name in sys.modules else importlib.metadata.version(name)
+        except (AttributeError, importlib.metadata.PackageNotFoundError):
             versions[name] = None
     commit, dirty = project_commit()
     return {"python": sys.version.split()[0], "platform": platform.platform(), "cpu": cpu_model(),

@@ -8,13 +8,15 @@ same gamma and BP are the references.  Data: the embedded Fashion-MNIST subset s
 ``coupling``), batch 60, the paper's GAIT settings (published Adam, regulariser 0.1,
 orthogonal initialisation) except a learning rate of 1e-3 (--lr) so that a few epochs on
 1200 images already learn.  Points run in a process pool (or
-on a Dask cluster: --scheduler) and are written to points.jsonl as they finish; a rerun
-resumes.
+on a Dask cluster: --scheduler) and are written to points.jsonl as they finish; each trains
+in its own run directory under OUT/runs, checkpointed every epoch, so a rerun resumes: finished
+points are not trained again, and a stopped one continues after its last finished epoch.
 """
 
 from __future__ import annotations
 
-import time
+from functools import partial
+from pathlib import Path
 
 import numpy as np
 
@@ -28,7 +30,7 @@ from .datasets import Dataset, load_embedded
 from .demo import shrink
 from .options import given_or, number_list, quick_help
 from .sweep import add_sweep_arguments, check_sweep_arguments, run_points
-from .train import as_usage_error
+from .train import as_usage_error, resume_run
 
 DESCRIPTION = __doc__
 #: Training images of the embedded subset, and the batch (the paper's).
@@ -89,24 +91,35 @@ def point_config(point: dict, name: str) -> TrainConfig:
                        engine=point["engine"], noise=point["noise"]).resolved()
 
 
-def learn_point(point: dict) -> dict:
-    """Train one configuration; test accuracy after every epoch (runs in a worker process)."""
-    import circuit
+def point_name(point: dict) -> str:
+    """The directory name of one point's run, under OUT/runs: every setting that changes its results but the epochs."""
+    parts = [point["engine"], point["rule"]] + ([f"gamma{point['gamma']:.10g}"] if point["gamma"] is not None else [])
+    parts += [f"noise{point['noise']:.10g}"] if point["engine"] == "circuit" else []
+    parts += [f"h{point['hidden']}", f"lr{point['lr']:.10g}", f"n{point['train_samples']}", f"s{point['seed']}"]
+    return "-".join(parts)
 
+
+def learn_point(point: dict, runs, on_batch=None) -> dict:
+    """Train one configuration in ``runs/<point_name>`` (or continue it there); test accuracy after every epoch.
+
+    Runs in a worker process.  ``on_batch(epoch, i, n_batches, running_loss)`` is passed to the training.
+    """
     data = small_dataset(point["train_samples"])
-    start = time.perf_counter()
     # one LU thread: the workers already fill the cores
-    result = circuit.train(point_config(point, data.name), data, lu_threads=1, progress=False)
+    result = resume_run(point_config(point, data.name), data, Path(runs) / point_name(point), lu_threads=1,
+                        on_batch=on_batch)
     accuracy = result.series("test", "accuracy")[1].tolist()
     return {"test_accuracy": accuracy, "final_test_accuracy": accuracy[-1], "peak_test_accuracy": max(accuracy),
-            "unsettled_samples": result.summary.get("unsettled_samples"), "seconds": time.perf_counter() - start}
+            "unsettled_samples": result.summary.get("unsettled_samples"),
+            "seconds": sum(t["train_seconds"] + t["eval_seconds"] for t in result.epoch_times)}
 
 
 def run(args, out):
     settings = validate(args)
     gammas, noises, common, points = settings["gammas"], settings["noises"], settings["common"], settings["points"]
-    records = run_points(points, learn_point, out / "points.jsonl", workers=args.workers, label="coupling_learning",
-                         scheduler=args.scheduler, describe=describe_point)
+    records = run_points(points, partial(learn_point, runs=str((out / "runs").resolve())), out / "points.jsonl",
+                         workers=args.workers, label="coupling_learning", scheduler=args.scheduler,
+                         describe=describe_point)
     rows, failed = [], []
     for rec in records:
         if "error" in rec:

@@ -45,7 +45,7 @@ def run(args, out):
     cells += [("B", d, "sq4", r, s) for d in datasets for r in rules for s in seeds]
     cells += [("C", datasets[0], "lin4", r, s) for r in rules for s in seeds]
     unique = list(dict.fromkeys(cells))
-    rows = run_grid(args, unique, "fig2", settings)
+    rows = run_grid(args, unique, "fig2", settings, out)
     summary = table(rows)
     print_table(summary)
     plot(summary, rules, datasets, out)

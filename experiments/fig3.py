@@ -29,7 +29,7 @@ def run(args, out):
     settings = validate(args)
     datasets, rules, seeds = settings["datasets"], settings["rules"], settings["seeds"]
     cells = [(arch, d, arch, r, s) for arch in ("sq3", "var") for d in datasets for r in rules for s in seeds]
-    rows = run_grid(args, cells, "fig3", settings)
+    rows = run_grid(args, cells, "fig3", settings, out)
     summary = table(rows)
     print_table(summary)
     plot(summary, rules, out)

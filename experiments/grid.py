@@ -1,34 +1,47 @@
 """Grids of training runs shared by fig2 and fig3: run (or reuse) each, then tabulate.
 
-Every run lives in ``RUNS/<dataset>-<rule>-<arch>-s<seed>`` and is resumed from its
-checkpoint, so a grid that was interrupted, or that overlaps an earlier one, only trains
-what is missing.  ``arch`` is "sq<H>" (784 wide, H hidden layers, leaky ReLU), "lin<H>"
-(the same, linear) or "var" (widths 784, 784, 500, 200, 10).
+Every run lives in ``RUNS/<dataset>-<rule>-<arch>-s<seed>`` (``-eval<N>`` added with
+``--eval-every N``) and is resumed from its checkpoint, so a grid that was interrupted,
+or that overlaps an earlier one, only trains what is missing: finished runs are not
+touched and a run stopped in its k-th epoch continues from the checkpoint of epoch k - 1.
+``arch`` is "sq<H>" (784 wide, H hidden layers, leaky ReLU), "lin<H>" (the same, linear)
+or "var" (widths 784, 784, 500, 200, 10).  The runs are the points of a sweep
+(:func:`experiments.sweep.run_points`): a local process pool (``--workers``) or a Dask
+cluster (``--scheduler``), finished runs recorded in ``OUT/points.jsonl``.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 import models
 from analysis.plots import accuracy_bars
-from models.training import TrainConfig, train, with_defaults
+from models.training import TrainConfig, with_defaults
 from models.validation import check_count
 
-from .common import Progress
 from .datasets import DATASETS, Dataset, load_dataset
 from .options import add_data_arguments, comma_list, count_list, given_or, quick_help
-from .train import record_run
+from .sweep import add_sweep_arguments, check_sweep_arguments, run_points
+from .train import add_eval_every_argument, check_eval_every, describe_result, resume_run
 
 VARIABLE_WIDTHS = [784, 784, 500, 200, 10]
+#: Training and test images of a --quick grid: a few batches of the embedded subset.
+QUICK_SAMPLES = (180, 200)
+#: What a grid records of each run (its summary.json's entries; None where an older run lacks one).
+RESULT_KEYS = ("peak_test_accuracy", "peak_test_epoch", "peak_test_step", "final_test_accuracy",
+               "peak_train_accuracy", "final_train_accuracy", "evaluations", "seconds_per_epoch",
+               "evaluation_overhead", "evaluation_share")
 
 
-def arch_config(arch: str, rule: str, dataset: str, seed: int, epochs: int) -> TrainConfig:
+def arch_config(arch: str, rule: str, dataset: str, seed: int, epochs: int, eval_every: int | None = None
+                ) -> TrainConfig:
     if arch == "var":
         widths, activation, reg = VARIABLE_WIDTHS, "leaky_relu", None
     elif arch.startswith("sq"):
@@ -38,7 +51,18 @@ def arch_config(arch: str, rule: str, dataset: str, seed: int, epochs: int) -> T
     else:
         raise ValueError(f"arch: expected 'sq<H>', 'lin<H>' or 'var', got {arch!r}")
     return TrainConfig(dataset=dataset, rule=rule, widths=widths, activation=activation, regulariser=reg,
-                       seed=seed, epochs=epochs).resolved()
+                       seed=seed, epochs=epochs, eval_every=eval_every).resolved()
+
+
+def point_config(point: dict) -> TrainConfig:
+    """The configuration of a grid's run (a point of :func:`grid_points`)."""
+    return arch_config(point["arch"], point["rule"], point["dataset"], point["seed"], point["epochs"],
+                       point["eval_every"])
+
+
+def run_name(dataset: str, rule: str, arch: str, seed: int, eval_every: int | None = None) -> str:
+    """The directory name of one run of a grid, under --runs-dir."""
+    return f"{dataset}-{rule}-{arch}-s{seed}" + (f"-eval{eval_every}" if eval_every is not None else "")
 
 
 #: option -> (default, default with --quick)
@@ -57,6 +81,8 @@ def add_grid_arguments(parser, datasets_default: str):
         "directory of the individual runs, shared between grids", "results/runs",
         "OUT/runs, so that quick runs never mix with real ones"))
     add_data_arguments(parser)
+    add_eval_every_argument(parser)
+    add_sweep_arguments(parser)
     parser.add_argument("--tabulate-only", action="store_true",
                         help="train nothing: tabulate the runs already finished in --runs-dir and list the missing "
                              "ones")
@@ -64,45 +90,107 @@ def add_grid_arguments(parser, datasets_default: str):
 
 def grid_settings(args, datasets_default: str) -> dict:
     """The grid's settings: the options given, --quick's defaults for the others (checked: ValidationError)."""
+    check_sweep_arguments(args)
     runs = Path(given_or(args, "runs_dir", "results/runs", Path(args.out) / "runs"))
     return {"datasets": comma_list("--datasets", given_or(args, "datasets", datasets_default, "embedded"), DATASETS),
             "rules": comma_list("--rules", args.rules, models.RULES),
             "seeds": count_list("--seeds", given_or(args, "seeds", *QUICK["seeds"]), minimum=0),
             "epochs": check_count("--epochs", given_or(args, "epochs", *QUICK["epochs"])),
-            "runs": runs}
+            "eval_every": check_eval_every(args), "runs": runs}
 
 
-def run_grid(args, cells: list, name: str, settings: dict) -> list:
-    """Train every (panel, dataset, arch, rule, seed) cell; return one row per run."""
-    quick = args.quick
+#: (dataset, data_dir, allow_download, quick) -> Dataset: the last one a worker process loaded.
+_DATA: dict = {}
+
+
+def grid_data(dataset: str, data_dir=None, allow_download: bool = True, quick: bool = False) -> Dataset:
+    """The images of a grid's runs (--quick: :data:`QUICK_SAMPLES` of them); a process keeps the last one loaded."""
+    key = (dataset, data_dir, allow_download, quick)
+    if key not in _DATA:
+        _DATA.clear()  # one dataset in memory per worker (60000 Fashion-MNIST images: 376 MB)
+        data = load_dataset(dataset, data_dir, allow_download=allow_download)
+        if quick:
+            (n_train, n_test) = QUICK_SAMPLES
+            data = Dataset(data.name, data.train_x[:n_train], data.train_y[:n_train], data.test_x[:n_test],
+                           data.test_y[:n_test])
+        _DATA[key] = data
+    return _DATA[key]
+
+
+def train_cell(point: dict, data_dir=None, allow_download: bool = True, lu_threads: int | None = None,
+               on_batch=None) -> dict:
+    """Train one run of a grid in ``point["run"]``, or continue it there; its results (in a worker process).
+
+    ``point``: "run" (its directory), "dataset", "arch", "rule", "seed", "epochs", "eval_every"
+    and "quick" (a few batches: :data:`QUICK_SAMPLES`).  ``on_batch(epoch, i, n_batches,
+    running_loss)`` is passed to the training (see :func:`models.training.train`).
+    """
+    data = grid_data(point["dataset"], data_dir, allow_download, point["quick"])
+    summary = resume_run(point_config(point), data, point["run"], lu_threads=lu_threads, on_batch=on_batch).summary
+    return {k: summary.get(k) for k in RESULT_KEYS}
+
+
+def grid_points(cells: list, settings: dict, quick: bool) -> list:
+    """The runs (sweep points) of a grid's (panel, dataset, arch, rule, seed) cells, each once, in their order."""
+    points = {}
+    for _, dataset, arch, rule, seed in cells:
+        run = Path(settings["runs"]) / run_name(dataset, rule, arch, seed, settings["eval_every"])
+        points.setdefault(run, {"run": str(run.resolve()), "dataset": dataset, "arch": arch, "rule": rule,
+                                "seed": seed, "epochs": settings["epochs"], "eval_every": settings["eval_every"],
+                                "quick": bool(quick)})
+    return list(points.values())
+
+
+def train_grid(points: list, path, *, data_dir=None, allow_download: bool = True, workers: int | None = None,
+               scheduler: str | None = None, label: str = "grid", on_batch=None) -> list:
+    """Train (or continue) the runs ``points`` (:func:`grid_points`) as a sweep recorded in ``path``; their records.
+
+    On the local pool the datasets of the unfinished runs are looked up first, here: a missing
+    one stops the grid before anything is trained, and one to download is downloaded once.
+    On a Dask cluster (``scheduler``) every worker finds its own and needs ``point["run"]`` on a
+    shared file system.
+    """
+    def find(todo):
+        for dataset in dict.fromkeys(p["dataset"] for p in todo):
+            load_dataset(dataset, data_dir, allow_download=allow_download)
+
+    parallel = scheduler is not None or (workers or os.cpu_count() or 1) > 1
+    train_point = partial(train_cell, data_dir=data_dir, allow_download=allow_download,
+                          lu_threads=1 if parallel else None, on_batch=on_batch)  # workers already fill the cores
+    return run_points(points, train_point, path, workers=workers, label=label, scheduler=scheduler,
+                      describe=describe_cell, prepare=None if scheduler else find)
+
+
+def describe_cell(point: dict, result: dict) -> str:
+    """One line for a finished run of a grid: what was trained and how it did."""
+    return f"{point['dataset']} {point['rule']} {point['arch']} seed {point['seed']}: {describe_result(result)}"
+
+
+def run_grid(args, cells: list, name: str, settings: dict, out: Path) -> list:
+    """Train every (panel, dataset, arch, rule, seed) cell (--tabulate-only: none); return one row per run."""
     runs = settings["runs"]
-    cache = {}
+    points = grid_points(cells, settings, args.quick)
+    if getattr(args, "tabulate_only", False):
+        results = {point["run"]: finished_run(Path(point["run"]), point_config(point)) for point in points}
+    else:
+        data_dir = str(Path(args.data_dir).resolve()) if args.data_dir else None
+        records = train_grid(points, out / "points.jsonl", data_dir=data_dir, allow_download=not args.no_download,
+                             workers=args.workers, scheduler=args.scheduler, label=name)
+        results = {r["point"]["run"]: r.get("result") for r in records}
+    by_cell = {(p["dataset"], p["arch"], p["rule"], p["seed"]): p for p in points}
     rows, missing = [], []
-    progress = Progress(name, len(cells))
     for panel, dataset, arch, rule, seed in cells:
-        cfg = arch_config(arch, rule, dataset, seed, settings["epochs"])
-        run_dir = runs / f"{dataset}-{rule}-{arch}-s{seed}"
-        if getattr(args, "tabulate_only", False):
-            result = finished_run(run_dir, cfg)
-            if result is None:
-                missing.append(run_dir.name)
-                continue
-        else:
-            if dataset not in cache:
-                data = load_dataset(dataset, args.data_dir, allow_download=not args.no_download)
-                if quick:  # a few batches of the embedded subset
-                    data = Dataset(data.name, data.train_x[:180], data.train_y[:180], data.test_x[:200],
-                                   data.test_y[:200])
-                cache[dataset] = data
-            trained = train(cfg, cache[dataset], run_dir, resume=True, label=f"{dataset} {rule} {arch} s{seed} ")
-            record_run(trained, run_dir)
-            result = trained.summary
-            progress.step(f"{dataset} {rule} {arch} seed {seed}")
+        point = by_cell[dataset, arch, rule, seed]
+        result = results[point["run"]]
+        if result is None:
+            missing.append(Path(point["run"]).name)
+            continue
         rows.append({"panel": panel, "dataset": dataset, "arch": arch, "rule": rule, "seed": seed,
-                     "epochs": cfg.epochs, "run": str(run_dir), **result})
+                     "epochs": point["epochs"], "run": point["run"], **result})
     if missing:
-        print(f"[{name}] --tabulate-only: {len(missing)} of {len(cells)} runs not finished in {runs}, left out: "
-              + ", ".join(missing), file=sys.stderr)
+        why = "not finished" if getattr(args, "tabulate_only", False) else "failed"
+        print(f"[{name}] {len(set(missing))} of {len(points)} runs {why} in {runs}, left out: "
+              + ", ".join(dict.fromkeys(missing)), file=sys.stderr)
     return rows
 
 
@@ -114,8 +202,7 @@ def finished_run(run_dir: Path, cfg: TrainConfig) -> dict | None:
     summary = json.loads(path.read_text())
     if with_defaults(summary["config"]) != asdict(cfg):
         return None
-    return {k: summary[k] for k in ("peak_test_accuracy", "final_test_accuracy", "peak_train_accuracy",
-                                    "final_train_accuracy", "seconds_per_epoch", "evaluation_overhead")}
+    return {k: summary.get(k) for k in RESULT_KEYS}
 
 
 def table(rows: list, keys=("panel", "dataset", "arch", "rule")) -> list:

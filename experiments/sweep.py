@@ -9,11 +9,18 @@ points; failed points are reported (and retried on the next run), never dropped.
 the local pool (the workers need this project importable, e.g. ``pip install -e .``).
 A progress bar on stderr counts the points with an ETA; ``describe(point, result)``
 adds a one-line summary per finished point where that is worth reading.
+
+The local pool's workers are not forked from the calling process (a process that has
+trained, with numba's OpenMP threads in the Adam step, cannot fork workers that train):
+they are forked from a fresh server process (``forkserver``; ``spawn`` where there is
+none) that has imported the point function's module once.  They inherit the environment,
+so OpenBLAS starts in them as it did here (``OPENBLAS_NUM_THREADS``).
 """
 
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -68,20 +75,25 @@ def _call(fn, point):
 
 
 def run_points(points: list, fn, path, workers: int | None = None, label: str = "sweep",
-               scheduler: str | None = None, describe: Callable[[dict, dict], str] | None = None) -> list:
+               scheduler: str | None = None, describe: Callable[[dict, dict], str] | None = None,
+               prepare: Callable[[list], None] | None = None) -> list:
     """Run ``fn`` on every unfinished point; return the records of all points, in order.
 
     Progress goes to stderr: a bar over all points (finished ones included) with an ETA, and,
     if ``describe`` is given, the line ``describe(point, result)`` for every point that finishes.
+    ``prepare(unfinished_points)``, if given, is called in this process before any point runs
+    (e.g. to check, and download once, the data that the workers then read).
     """
     path = Path(path)
     done = load_records(path)
     todo = [p for p in points if _key(p) not in done]
     if len(todo) < len(points):
         print(f"[{label}] {len(points) - len(todo)} of {len(points)} points already done in {path}", file=sys.stderr)
+    if prepare is not None and todo:
+        prepare(todo)
     failures = []
     progress = Progress(label, len(points), unit="point", initial=len(points) - len(todo)) if todo else None
-    with open(path, "a") as fh, _executor(scheduler, workers) as (submit, completed):
+    with open(path, "a") as fh, _executor(scheduler, workers, fn) as (submit, completed):
         futures = {submit(_call, fn, p): p for p in todo}
         for future in completed(futures):
             point = futures[future]
@@ -101,11 +113,21 @@ def run_points(points: list, fn, path, workers: int | None = None, label: str = 
     return [done.get(_key(p)) or next(f for f in failures if f["point"] == p) for p in points]
 
 
+def _pool_context(fn):
+    """The local pool's multiprocessing context: a fork server that has imported ``fn``'s module, else spawn."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    # read when the server starts, i.e. by the first pool of this process; later pools import what else they need
+    context.set_forkserver_preload(["experiments.sweep", getattr(fn, "func", fn).__module__])
+    return context
+
+
 class _executor:
     """(submit, as_completed) of a local process pool, or of a Dask distributed client."""
 
-    def __init__(self, scheduler, workers):
-        self.scheduler, self.workers = scheduler, workers
+    def __init__(self, scheduler, workers, fn):
+        self.scheduler, self.workers, self.fn = scheduler, workers, fn
 
     def __enter__(self):
         if self.scheduler:
@@ -117,7 +139,8 @@ class _executor:
                     from None
             self.client = Client(self.scheduler)
             return (lambda f, *a: self.client.submit(f, *a, pure=False)), dask_completed
-        self.pool = ProcessPoolExecutor(max_workers=self.workers or os.cpu_count() or 1)
+        self.pool = ProcessPoolExecutor(max_workers=self.workers or os.cpu_count() or 1,
+                                        mp_context=_pool_context(self.fn))
         return self.pool.submit, as_completed
 
     def __exit__(self, *exc):

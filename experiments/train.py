@@ -83,12 +83,28 @@ def add_arguments(parser):
                              "and the cosine with BP per layer on a fixed probe batch")
     parser.add_argument("--feedback-lr", type=float, default=0.05,
                         help="--feedback learned: learning rate of the feedback rule")
+    add_eval_every_argument(parser)
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     parser.add_argument("--lu-threads", type=int,
                         help="threads factorising the layer inverses of TP, ITP and GAIT side by side (default: "
                              "the cores available to this process, at most 2; results are identical for any value)")
     # testing aid, hidden from --help: exit after this many batches, as a killed run would
     parser.add_argument("--stop-after-batches", type=int, help=argparse.SUPPRESS)
+
+
+def add_eval_every_argument(parser) -> None:
+    """--eval-every N: the published evaluation protocol (train, fig2, fig3)."""
+    parser.add_argument("--eval-every", type=int, metavar="N",
+                        help="evaluate on the whole training and test sets every N batches (and at the end of every "
+                             "epoch) and report the peak, the published protocol with N = 10 (default: once per "
+                             "epoch, on 5000 training samples and the test set)")
+
+
+def check_eval_every(args) -> int | None:
+    """--eval-every as given (None: per epoch); :class:`ValidationError` naming it if it is not a count."""
+    if args.eval_every is None:
+        return None
+    return check_count("--eval-every", args.eval_every, hint="leave it out to evaluate once per epoch")
 
 
 def cli_message(message: str) -> str:
@@ -135,7 +151,7 @@ def config_from_args(args) -> TrainConfig:
                           batch=args.batch, lr=args.lr, regulariser=args.regulariser, gamma=args.gamma, loss=args.loss,
                           seed=args.seed, init=args.init, adam=args.adam, engine=args.update, schedule=args.schedule,
                           noise=args.noise, allow_narrow_input=args.allow_narrow_input, feedback=args.feedback,
-                          feedback_lr=args.feedback_lr).resolved()
+                          feedback_lr=args.feedback_lr, eval_every=check_eval_every(args)).resolved()
         if cfg.engine == "circuit":
             from circuit.learning import check_config
 
@@ -163,8 +179,7 @@ def run(args, out):
     result = circuit.train(cfg, data, out, resume=args.resume, overwrite=args.overwrite, lu_threads=args.lu_threads,
                            on_batch=stop_after(args.stop_after_batches))
     record_run(result, out)
-    print(f"[train] peak test accuracy {result.summary['peak_test_accuracy']:.4f}, "
-          f"final {result.summary['final_test_accuracy']:.4f}")
+    print(f"[train] {describe_result(result.summary)}")
 
 
 def stop_after(batches: int | None):
@@ -180,6 +195,31 @@ def stop_after(batches: int | None):
     return stop
 
 
+def describe_result(summary: dict) -> str:
+    """A run's results in one line: peak test accuracy and where it occurred, the final one, the evaluations' cost."""
+    where = (f" (epoch {summary['peak_test_epoch']}, batch {summary['peak_test_step']})"
+             if summary.get("peak_test_step") is not None else "")
+    share = summary.get("evaluation_share")
+    n = summary.get("evaluations")
+    cost = (f"; {n} evaluation{'s' if n != 1 else ''}, {100 * share:.1f}% of the training loop's time"
+            if share is not None and share == share else "")  # NaN: nothing was trained
+    return (f"peak test accuracy {summary['peak_test_accuracy']:.4f}{where}, final "
+            f"{summary['final_test_accuracy']:.4f}{cost}")
+
+
+def resume_run(config: TrainConfig, data, out, *, lu_threads: int | None = None, on_batch=None) -> TrainResult:
+    """Train per ``config`` in the run directory ``out``, continuing the run there bit for bit, and record it.
+
+    A finished run is read back, not trained again; a stopped one continues after its last
+    finished epoch.  No progress display (grids run many of these side by side).
+    """
+    import circuit
+
+    result = circuit.train(config, data, out, resume=True, progress=False, lu_threads=lu_threads, on_batch=on_batch)
+    record_run(result, Path(out))
+    return result
+
+
 def record_run(result: TrainResult, out: Path) -> None:
     """summary.json (configuration, provenance, rows, epoch times, summary) and learning_curves.png in ``out``."""
     write_summary(out, "train", asdict(result.config), rows=result.rows, epoch_times=result.epoch_times,
@@ -190,7 +230,7 @@ def record_run(result: TrainResult, out: Path) -> None:
 def plot_curves(rows: list, cfg: TrainConfig, path: Path):
     """learning_curves.png: loss and accuracy against epoch (test set, training subset, running mean)."""
     fig, axes = new_figure(1, 2, figsize=(9.5, 3.6))
-    learning_curves(axes[0], rows, rule=cfg.rule, loss=cfg.loss)
+    learning_curves(axes[0], rows, rule=cfg.rule, loss=cfg.loss, full_training_set=cfg.eval_every is not None)
     engine = " by the circuit" if cfg.engine == "circuit" else ""
     fig.suptitle(f"{cfg.rule.upper()}{engine} on {cfg.dataset}, widths {'-'.join(map(str, cfg.widths))}", fontsize=10)
     save_figure(fig, path)

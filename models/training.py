@@ -225,7 +225,11 @@ class TrainConfig:
     alongside by :class:`models.feedback.LearnedFeedback` at learning rate ``feedback_lr``)
     or "transpose" (``Q = W^T``), both read in the difference form (:class:`FeedbackUpdate`).  ``widths[1] < widths[0]``
     means the first layer sees only the first ``widths[1]`` inputs: refused unless
-    ``allow_narrow_input``.  Every value is checked on creation (:class:`ValidationError`).
+    ``allow_narrow_input``.  ``eval_every`` (the published protocol): evaluate on the whole
+    training and test sets every that many batches (counted over the run) and at the end of
+    every epoch; None (default): once per epoch, on a fixed subset of
+    :data:`EVAL_TRAIN_SAMPLES` training samples and the test set.  It changes the records,
+    never the weights.  Every value is checked on creation (:class:`ValidationError`).
     """
 
     dataset: str = "fashion_mnist"
@@ -248,6 +252,7 @@ class TrainConfig:
     allow_narrow_input: bool = False
     feedback: str = "exact"     # target rules: "exact" inverses, "learned" or "transpose" feedback weights
     feedback_lr: float = 0.05   # feedback "learned": learning rate of the feedback rule
+    eval_every: int | None = None  # evaluate on the whole training and test sets every N batches (None: per epoch)
 
     def __post_init__(self):
         widths = self.widths
@@ -289,6 +294,8 @@ class TrainConfig:
         check_positive("noise", self.noise, allow_zero=True)
         check_choice("feedback", self.feedback, FEEDBACKS)
         check_positive("feedback_lr", self.feedback_lr)
+        if self.eval_every is not None:
+            check_count("eval_every", self.eval_every, hint="None evaluates once per epoch")
         if self.feedback != "exact" and (self.rule == "bp" or self.engine != "discrete"):
             raise ValidationError(f"feedback: expected 'exact' with rule {self.rule!r} and engine {self.engine!r} "
                                   f"(feedback weights replace the inverses of the target rules tp, itp and gait with "
@@ -770,17 +777,30 @@ def _series(history: list, split: str, metric: str) -> list:
 
 
 def summarise(history: list, times: list) -> dict:
-    """Peak and final accuracies, seconds per epoch, evaluation overhead and (circuit) unsettled samples."""
+    """Peak and final accuracies, seconds per epoch, the evaluations' cost and (circuit) unsettled samples.
+
+    The peaks are taken over the evaluations after training started (every epoch, or every
+    ``eval_every`` batches); ``peak_test_epoch`` and ``peak_test_step`` (batches trained)
+    locate the first evaluation that reached the peak test accuracy.  ``evaluation_overhead``:
+    evaluation seconds over training seconds; ``evaluation_share``: the evaluations' share of both.
+    """
     test_acc, train_acc = _series(history, "test", "accuracy"), _series(history, "train", "accuracy")
+    trained = [(r["epoch"], r["step"], r["value"]) for r in history
+               if r["split"] == "test" and r["metric"] == "accuracy" and r["epoch"] > 0]
+    peak = max(trained, key=lambda r: r[2]) if trained else (None, None, float("nan"))  # max: the first of equals
     train_s = sum(t["train_seconds"] for t in times)
     eval_s = sum(t["eval_seconds"] for t in times)
     result = {
-        "peak_test_accuracy": max(v for e, v in test_acc if e > 0) if len(test_acc) > 1 else float("nan"),
+        "peak_test_accuracy": peak[2],
+        "peak_test_epoch": peak[0],
+        "peak_test_step": peak[1],
         "final_test_accuracy": test_acc[-1][1],
         "peak_train_accuracy": max(v for e, v in train_acc if e > 0) if len(train_acc) > 1 else float("nan"),
         "final_train_accuracy": train_acc[-1][1],
+        "evaluations": len(trained),
         "seconds_per_epoch": train_s / max(len(times), 1),
         "evaluation_overhead": eval_s / train_s if train_s else float("nan"),
+        "evaluation_share": eval_s / (train_s + eval_s) if train_s + eval_s else float("nan"),
     }
     feedback = [r for r in history if r["split"] == "feedback"]
     if feedback:
@@ -799,7 +819,9 @@ class TrainResult:
 
     ``rows``: one dict per (epoch, split, metric), as in metrics.csv: splits "train" (a fixed
     subset of up to 5000 training samples) and "test" evaluated after each epoch (epoch 0:
-    before training), "train_running" the running loss and accuracy during the epoch (and,
+    before training; with ``config.eval_every``: the whole training set, also every that many
+    batches, each row with its epoch and ``step``, the batches trained so far),
+    "train_running" the running loss and accuracy during the epoch (and,
     for the circuit engine, "unsettled_samples": samples whose settle did not reach its
     tolerance).  ``epoch_times``: training and evaluation seconds per epoch.  ``summary``:
     :func:`summarise` of the rows.
@@ -812,9 +834,10 @@ class TrainResult:
     epoch_times: list
     summary: dict
 
-    def series(self, split: str, metric: str) -> tuple[np.ndarray, np.ndarray]:
-        """(epochs, values) of one metric, e.g. ``series("test", "accuracy")``."""
-        pts = _series(self.rows, split, metric)
+    def series(self, split: str, metric: str, by: str = "epoch") -> tuple[np.ndarray, np.ndarray]:
+        """(epochs, values) of one metric, e.g. ``series("test", "accuracy")``; ``by="step"``: (batches, values)."""
+        check_choice("by", by, ("epoch", "step"))
+        pts = [(r[by], r["value"]) for r in self.rows if r["split"] == split and r["metric"] == metric]
         return np.array([e for e, _ in pts], dtype=int), np.array([v for _, v in pts], dtype=float)
 
 
@@ -922,8 +945,8 @@ def _train(cfg, data, out, resume, update, lu_threads, on_batch, progress, label
     digest = data_digest(data) if out is not None else None
     if resume:
         first_epoch, history, times = _resume(out, cfg, net, opt, digest, blas, progress, update)
-    eval_idx = np.random.default_rng([cfg.seed, 10**6]).choice(len(data.train_y), min(EVAL_TRAIN_SAMPLES,
-                                                                                     len(data.train_y)), replace=False)
+    eval_idx = None if cfg.eval_every is not None else np.random.default_rng([cfg.seed, 10**6]).choice(
+        len(data.train_y), min(EVAL_TRAIN_SAMPLES, len(data.train_y)), replace=False)  # None: every sample
     batches_per_epoch = len(data.train_y) // cfg.batch
     inverse = lu_inverse(lu_threads)
     update_rows = getattr(update, "evaluation_rows", None)
@@ -938,9 +961,16 @@ def _train(cfg, data, out, resume, update, lu_threads, on_batch, progress, label
                    file=sys.stderr, leave=False, disable=not progress,
                    mininterval=0.5 if sys.stderr.isatty() else 30.0)  # a log file gets a line per 30 s
 
-        def hook(i, n, running_loss, epoch=epoch, bar=bar):
+        between = [0.0]  # seconds of this epoch's evaluations between its batches (eval_every)
+
+        def hook(i, n, running_loss, epoch=epoch, bar=bar, between=between, history=history):
             bar.update(1)
             bar.set_postfix(loss=f"{running_loss:.4f}", refresh=False)
+            step = (epoch - 1) * n + i + 1
+            if cfg.eval_every is not None and step % cfg.eval_every == 0 and i + 1 < n:  # the epoch's end follows
+                start = time.perf_counter()
+                history.extend(evaluation_rows(net, cfg, data, eval_idx, epoch=epoch, step=step))
+                between[0] += time.perf_counter() - start
             if on_batch is not None:
                 on_batch(epoch, i, n, running_loss)
 
@@ -962,12 +992,13 @@ def _train(cfg, data, out, resume, update, lu_threads, on_batch, progress, label
                   "metric": k.removeprefix("running_"),
                   "value": v} for k, v in stats.items()]
         history += rows
-        times.append({"epoch": epoch, "train_seconds": t1 - t0, "eval_seconds": t2 - t1})
+        train_s, eval_s = t1 - t0 - between[0], t2 - t1 + between[0]
+        times.append({"epoch": epoch, "train_seconds": train_s, "eval_seconds": eval_s})
         test_acc = next(r["value"] for r in rows if r["split"] == "test" and r["metric"] == "accuracy")
         unsettled = stats.get("unsettled_samples")
-        _say(progress, f"[train] {label}epoch {epoch}/{cfg.epochs}: {t1 - t0:.1f} s training "
-             f"({batches_per_epoch / (t1 - t0):.1f} batches/s), evaluation {t2 - t1:.1f} s "
-             f"({100 * (t2 - t1) / (t1 - t0):.1f}%), test accuracy {test_acc:.4f}"
+        _say(progress, f"[train] {label}epoch {epoch}/{cfg.epochs}: {train_s:.1f} s training "
+             f"({batches_per_epoch / train_s:.1f} batches/s), evaluation {eval_s:.1f} s "
+             f"({100 * eval_s / train_s:.1f}%), test accuracy {test_acc:.4f}"
              + (f", {unsettled} samples did not settle" if unsettled else ""))
         if out is not None:
             save_checkpoint(out / CHECKPOINT, cfg, net, opt, epoch, history, times, blas, digest,
@@ -977,10 +1008,10 @@ def _train(cfg, data, out, resume, update, lu_threads, on_batch, progress, label
 
 
 def evaluation_rows(net, cfg, data, eval_idx, epoch, step) -> list:
-    """Loss and accuracy on the fixed training subset and on the test set, as tidy rows."""
+    """Loss and accuracy on the training samples ``eval_idx`` (None: all) and on the test set, as tidy rows."""
     rows = []
-    for split, (x, y) in {"train": (data.train_x[eval_idx], data.train_y[eval_idx]),
-                          "test": (data.test_x, data.test_y)}.items():
+    train = (data.train_x, data.train_y) if eval_idx is None else (data.train_x[eval_idx], data.train_y[eval_idx])
+    for split, (x, y) in {"train": train, "test": (data.test_x, data.test_y)}.items():
         loss, acc = evaluate(net, x, y, cfg.loss)
         rows += [{"epoch": epoch, "step": step, "split": split, "metric": "loss", "value": loss},
                  {"epoch": epoch, "step": step, "split": split, "metric": "accuracy", "value": acc}]

@@ -261,7 +261,7 @@ def test_a_run_directory_is_trained_by_one_process_at_a_time(tiny, tmp_path):
     ({"widths": "49,49"}, "widths"), ({"widths": [49, 0, 10]}, "widths"), ({"rule": "sgd"}, "rule"),
     ({"schedule": "geometric"}, "schedule"), ({"gamma": 0.0}, "gamma"), ({"gamma": 1.5}, "gamma"),
     ({"gamma": 1.0, "engine": "circuit"}, "gamma"), ({"n_out": 11}, "n_out"), ({"seed": -1}, "seed"),
-    ({"engine": "analog"}, "engine")])
+    ({"engine": "analog"}, "engine"), ({"eval_every": 0}, "eval_every"), ({"eval_every": 2.5}, "eval_every")])
 def test_a_configuration_checks_itself(settings, field):
     with pytest.raises(ValidationError, match=f"^{field}"):
         tiny_config(**settings)
@@ -391,3 +391,47 @@ def test_regulariser_on_threads_started_before_the_updates_gives_the_same_bits()
                     inverse=models.DirectInverse(threads), regulariser_threads=threads)
         ends.append(net.weights + net.biases)
     assert all(np.array_equal(a, b) for a, b in zip(*ends))
+
+
+# --------------------------------------------------------------------------- the published evaluation protocol
+
+@pytest.fixture(scope="module")
+def every_four(tiny, tmp_path_factory):
+    """Three epochs of 10 batches, evaluated every 4 batches, in one go."""
+    out = tmp_path_factory.mktemp("every_four")
+    return out, train(tiny_config(epochs=3, eval_every=4), tiny, out, progress=False)
+
+
+def test_evaluating_every_n_batches_changes_the_records_never_the_weights(tiny, uninterrupted, every_four):
+    """eval_every evaluates the whole training set and the test set every N batches and at every epoch's end;
+    the weights, and the test set's evaluations at the ends of epochs, are those of a run evaluated per epoch."""
+    _, result = every_four
+    _, per_epoch = read_checkpoint(uninterrupted / "checkpoint.npz")
+    assert all(np.array_equal(w, per_epoch[f"w{i}"]) for i, w in enumerate(result.network.weights))
+    steps, accuracy = result.series("test", "accuracy", by="step")
+    assert steps.tolist() == [0, 4, 8, 10, 12, 16, 20, 24, 28, 30]       # every 4 batches, and every epoch's end
+    assert result.series("test", "accuracy")[0].tolist() == [0, 1, 1, 1, 2, 2, 2, 3, 3, 3]  # the epoch in progress
+    reference = read_checkpoint(uninterrupted / "checkpoint.npz")[0]["history"]
+    ends = {r["epoch"]: r["value"] for r in reference if r["split"] == "test" and r["metric"] == "accuracy"}
+    assert [a for s, a in zip(steps, accuracy) if s % 10 == 0] == [ends[e] for e in range(4)]
+    first = models.init_network([49, 49, 49, 10], "orthogonal", seed=3, n_out=10)   # step 0: the whole training set
+    assert result.rows[1]["value"] == training.evaluate(first, tiny.train_x, tiny.train_y)[1]
+    best = int(np.argmax(accuracy[1:])) + 1                                # the first of the peaks after step 0
+    summary = result.summary
+    assert (summary["peak_test_accuracy"], summary["peak_test_step"]) == (accuracy[best], steps[best])
+    assert summary["peak_test_epoch"] == result.series("test", "accuracy")[0][best] and summary["evaluations"] == 9
+    assert 0 < summary["evaluation_share"] < 1
+
+
+def test_a_run_evaluated_every_n_batches_resumes_bit_identically(tiny, tmp_path, every_four):
+    """Killed between evaluations inside an epoch, the run restarts that epoch and repeats its evaluations."""
+    cfg = tiny_config(epochs=3, eval_every=4)
+    with pytest.raises(Killed):
+        train(cfg, tiny, tmp_path, on_batch=kill_after(9), progress=False)       # after the evaluations at 4, 8
+    train(tiny_config(epochs=1, eval_every=4), tiny, tmp_path, resume=True, progress=False)
+    with pytest.raises(Killed):
+        train(cfg, tiny, tmp_path, resume=True, on_batch=kill_after(7), progress=False)  # after 12 and 16
+    train(cfg, tiny, tmp_path, resume=True, progress=False)
+    assert_same_run(every_four[0], tmp_path)
+    with pytest.raises(CheckpointError, match="another configuration.*eval_every"):   # the records would mix
+        train(tiny_config(epochs=4), tiny, tmp_path, resume=True)
