@@ -64,7 +64,8 @@ def _int(value: int):
 
 @lru_cache(maxsize=None)
 def _nogil(name: str):
-    """SciPy's BLAS routine ``name`` as a ctypes function: called without the GIL."""
+    """SciPy's BLAS routine ``name`` (``scipy.linalg.cython_blas``) as a ctypes function, which releases
+    the GIL while the routine runs."""
     capsule = cython_blas.__pyx_capi__[name]
     get_name = ctypes.PYFUNCTYPE(ctypes.c_char_p, ctypes.py_object)(("PyCapsule_GetName", ctypes.pythonapi))
     get_pointer = ctypes.PYFUNCTYPE(ctypes.c_void_p, ctypes.py_object, ctypes.c_char_p)(
@@ -173,7 +174,7 @@ def start_orthogonality_gradients(weights: Sequence[np.ndarray], lam: float, thr
     threads : int, optional
         ``1``: nothing runs until ``subtract_from``, which computes the matrices one
         after the other.  ``> 1``: the matrices are computed side by side on a pool of
-        that many threads (BLAS releases the GIL).  Each matrix still goes through the
+        that many threads (the BLAS calls release the GIL).  Each matrix still goes through the
         same BLAS calls in one thread, so the results are bit-identical to ``threads=1``;
         keep BLAS itself at one thread (``threadpoolctl``) or the two kinds of threads
         compete for the cores (and OpenBLAS on several threads may round differently).
