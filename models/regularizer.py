@@ -39,7 +39,7 @@ import numpy as np
 from scipy.linalg import cython_blas
 
 from .errors import ValidationError
-from .validation import check_count
+from .validation import check_count, float_array
 
 __all__ = ["orthogonality_penalty", "orthogonality_gradient", "subtract_orthogonality_gradients",
            "start_orthogonality_gradients", "PendingGradients"]
@@ -47,8 +47,7 @@ __all__ = ["orthogonality_penalty", "orthogonality_gradient", "subtract_orthogon
 
 def _fortran_float(w) -> np.ndarray:
     """``w`` Fortran-ordered (what SciPy's BLAS wrappers copy a C-ordered array to), float32 or float64."""
-    w = np.asarray(w)
-    return np.asfortranarray(w if w.dtype == np.float32 else w.astype(np.float64, copy=False))
+    return np.asfortranarray(float_array(w))
 
 
 _INT_P, _CHAR_P = ctypes.POINTER(ctypes.c_int), ctypes.c_char_p

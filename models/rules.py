@@ -84,7 +84,7 @@ class Targets:
 def _check_target(net: Network, target, batch: int) -> np.ndarray:
     return check_array("target", target, (batch, net.widths[-1]),
                        hint=f"pass the full output target of all {net.widths[-1]} output units "
-                            "(auxiliary outputs carry their forward values)")
+                            "(auxiliary outputs carry their forward values)", dtype=net.dtype)
 
 
 def compute_targets(net: Network, fwd: ForwardPass, target, rule: str, gamma=1e-3,
@@ -126,9 +126,10 @@ def compute_targets(net: Network, fwd: ForwardPass, target, rule: str, gamma=1e-
 
 
 def overflow_hint(fwd: ForwardPass, target) -> str:
-    """What to do when a rule's result overflowed float64 (built on the error path only)."""
-    return (f"float64 overflowed (largest |x| = {np.max(np.abs(fwd.rates[0])):.3g}, largest output rate "
-            f"{np.max(np.abs(fwd.rates[-1])):.3g}, largest |target| = {np.max(np.abs(target)):.3g}): "
+    """What to do when a rule's result overflowed its floating-point type (built on the error path only)."""
+    return (f"{fwd.rates[-1].dtype.name} overflowed (largest |x| = {np.max(np.abs(fwd.rates[0])):.3g}, "
+            f"largest output rate {np.max(np.abs(fwd.rates[-1])):.3g}, "
+            f"largest |target| = {np.max(np.abs(target)):.3g}): "
             "scale the inputs (and targets) to O(1), e.g. x / x.std()")
 
 
