@@ -24,8 +24,10 @@ the library behind ``scipy.linalg.blas``) through ``ctypes``, which releases the
 GIL for the call (SciPy's ``scipy.linalg.blas`` wrappers hold it, so threads
 calling them run one at a time), with the operands, layouts and arguments that
 ``scipy.linalg.blas.dsyrk(1.0, w, trans=1)`` and
-``dsymm(4 lam, m, w, side=1)`` pass.  float32 weights are computed in float32
-(``ssyrk``, ``ssymm``, about twice as fast); anything else in float64.
+``dsymm(4 lam, m, w, side=1)`` pass; where SciPy does not export its BLAS to
+``ctypes`` (its ``__pyx_capi__`` table), the wrappers themselves are called: the same
+bits, one thread at a time.  float32 weights are computed in float32 (``ssyrk``,
+``ssymm``, about twice as fast); anything else in float64.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from functools import lru_cache
 from typing import Sequence
 
 import numpy as np
-from scipy.linalg import cython_blas
+from scipy.linalg import blas, cython_blas
 
 from .errors import ValidationError
 from .validation import check_count, float_array
@@ -64,8 +66,11 @@ def _int(value: int):
 @lru_cache(maxsize=None)
 def _nogil(name: str):
     """SciPy's BLAS routine ``name`` (``scipy.linalg.cython_blas``) as a ctypes function, which releases
-    the GIL while the routine runs."""
-    capsule = cython_blas.__pyx_capi__[name]
+    the GIL while the routine runs; None if SciPy does not export it (then the wrappers are called)."""
+    try:
+        capsule = cython_blas.__pyx_capi__[name]
+    except (AttributeError, KeyError):
+        return None
     get_name = ctypes.PYFUNCTYPE(ctypes.c_char_p, ctypes.py_object)(("PyCapsule_GetName", ctypes.pythonapi))
     get_pointer = ctypes.PYFUNCTYPE(ctypes.c_void_p, ctypes.py_object, ctypes.c_char_p)(
         ("PyCapsule_GetPointer", ctypes.pythonapi))
@@ -83,10 +88,14 @@ def _off_diagonal_gram(w: np.ndarray) -> np.ndarray:
     ``w`` is Fortran-ordered (p, q); the call is ``scipy.linalg.blas.dsyrk(1.0, w, trans=1)``'s.
     """
     p, q = w.shape
-    scalar = np.ctypeslib.as_ctypes_type(w.dtype)
-    m = np.zeros((q, q), dtype=w.dtype, order="F")
-    _nogil(_prefix(w) + "syrk")(b"U", b"T", _int(q), _int(p), ctypes.byref(scalar(1.0)), w.ctypes.data, _int(max(p, 1)),
-                               ctypes.byref(scalar(0.0)), m.ctypes.data, _int(max(q, 1)))
+    syrk = _nogil(_prefix(w) + "syrk")
+    if syrk is None:
+        m = getattr(blas, _prefix(w) + "syrk")(1.0, w, trans=1)
+    else:
+        scalar = np.ctypeslib.as_ctypes_type(w.dtype)
+        m = np.zeros((q, q), dtype=w.dtype, order="F")
+        syrk(b"U", b"T", _int(q), _int(p), ctypes.byref(scalar(1.0)), w.ctypes.data, _int(max(p, 1)),
+             ctypes.byref(scalar(0.0)), m.ctypes.data, _int(max(q, 1)))
     np.fill_diagonal(m, 0.0)
     return m
 
@@ -118,11 +127,13 @@ def orthogonality_gradient(w: np.ndarray, lam: float) -> np.ndarray:
     # symm reads only the upper triangle of the symmetric matrix: 4 lam * W @ O, the call of
     # scipy.linalg.blas.dsymm(4 lam, m, w, side=1, lower=0).
     p, q = w.shape
+    symm = _nogil(_prefix(w) + "symm")
+    if symm is None:
+        return getattr(blas, _prefix(w) + "symm")(4.0 * lam, m, w, side=1, lower=0)
     scalar = np.ctypeslib.as_ctypes_type(w.dtype)
     g = np.zeros((p, q), dtype=w.dtype, order="F")
-    _nogil(_prefix(w) + "symm")(b"R", b"U", _int(p), _int(q), ctypes.byref(scalar(4.0 * lam)), m.ctypes.data,
-                                _int(max(q, 1)), w.ctypes.data, _int(max(p, 1)), ctypes.byref(scalar(0.0)),
-                                g.ctypes.data, _int(max(p, 1)))
+    symm(b"R", b"U", _int(p), _int(q), ctypes.byref(scalar(4.0 * lam)), m.ctypes.data, _int(max(q, 1)),
+         w.ctypes.data, _int(max(p, 1)), ctypes.byref(scalar(0.0)), g.ctypes.data, _int(max(p, 1)))
     return g
 
 

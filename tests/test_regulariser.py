@@ -43,6 +43,27 @@ def test_gradient_is_bit_identical_to_the_scipy_blas_wrappers(dtype, blas_thread
                 assert np.array_equal(fast, wrapped), (n, w.shape)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_without_scipys_exported_blas_the_wrappers_give_the_same_bits(dtype, monkeypatch):
+    """Where scipy.linalg.cython_blas exports no routine to ctypes, the gradient calls the wrappers instead."""
+    import models.regularizer as regularizer
+
+    rng = np.random.default_rng(6)
+    w = near_orthogonal(100, rng).astype(dtype)
+    fast = orthogonality_gradient(w, 0.1)
+    monkeypatch.setattr(regularizer.cython_blas, "__pyx_capi__", {})
+    regularizer._nogil.cache_clear()
+    try:
+        assert regularizer._nogil("dsyrk") is None
+        slow = orthogonality_gradient(w, 0.1)
+        penalty = models.orthogonality_penalty(w, 0.1)
+    finally:
+        monkeypatch.undo()
+        regularizer._nogil.cache_clear()
+    assert slow.dtype == dtype and np.array_equal(fast, slow)
+    assert penalty == models.orthogonality_penalty(w, 0.1)
+
+
 def near_orthogonal(n, rng, noise=0.05):
     """An orthogonal matrix plus noise: what trained weights under the regulariser look like."""
     return models.orthogonal(n, rng) + noise * rng.standard_normal((n, n)) / np.sqrt(n)
