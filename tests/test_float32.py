@@ -114,8 +114,8 @@ def float32_and_reference(seed=0, width=64, hidden=4, batch=8, noise=0.3):
 
 @pytest.mark.parametrize("gamma", [1e-1, 1e-3, 1e-5])
 def test_float32_gait_updates_err_by_float32_rounding_times_the_conditioning(gamma):
-    """With the targets as scaled deviations (S_1 = gamma^-4 up to 1e20 here) every layer's float32 update is as
-    accurate as float32 rounding amplified by the weights' conditioning allows, whatever gamma."""
+    """With the targets as scaled deviations (S_1 = gamma^-4, up to 1e20 in this test) every layer's float32
+    update is as accurate as float32 rounding amplified by the weights' conditioning allows, whatever gamma."""
     single, double, x, target = float32_and_reference()
     fwd = double.forward(x)
     assert min(np.abs(h).min() for h in fwd.preactivations) > tol.FLOAT32_KINK_MARGIN  # no slope differs
