@@ -384,80 +384,132 @@ def _interleaved_median_ms(fns: dict, repeats: int) -> dict:
     return {name: tuple(float(v) for v in np.median(t, axis=0) * 1e3) for name, t in times.items()}
 
 
-def bench_regulariser(args, data, widths, lam: float = 0.1):
-    """The paper-setting GAIT step with the orthogonality regulariser computed one matrix after the other
-    (as ``train_step`` does), side by side on two threads, and started on two threads before the rule's
-    updates; and the regulariser alone per matrix (float64 and float32, one and two BLAS threads).
+#: Goal for the float32 paper-setting GAIT step with regulariser 0.1 on two cores (ms); ``bench`` says if it is met.
+FLOAT32_STEP_GOAL_MS = 150.0
+#: The regulariser's schedules timed in the paper-setting GAIT step: (name, threads, started before the rules).
+#: The last is how training runs it (``train_epoch(regulariser_threads=)``, threads = the LU threads).
+SCHEDULES = (("none (regulariser 0)", 0, False), ("one matrix after the other", 1, False),
+             ("matrices on 2 threads", 2, False), ("started before the rules, 2 threads", 2, True))
 
-    Each variant steps its own network from the same start on the same batches, the variants taking turns
-    step by step; a step is timed in its three stages (rule updates, regulariser, Adam).  At the end the
-    variants' weights are compared bit for bit with each other and with ``train_step``'s.
+
+def _gait_step_stages(net, opt, inverse, x, labels, lam, threads, early) -> tuple:
+    """One paper-setting GAIT step in the order of ``train_epoch``; seconds of its three stages.
+
+    (rules: forward pass, targets and updates, with the regulariser running alongside if started
+    early; regulariser: what is left of it afterwards; Adam) and the process's CPU seconds (all threads).
     """
-    from scipy.linalg.blas import dsyrk
+    from models.regulariser import start_orthogonality_gradients
+    from models.rules import forward_factorising
 
-    from models.regulariser import orthogonality_gradient, start_orthogonality_gradients
+    t0, c0 = time.perf_counter(), time.process_time()
+    pending = start_orthogonality_gradients(net.weights, lam, threads) if lam and early else None
+    fwd = forward_factorising(net, x, "gait", inverse)
+    target = models.constructed_target("quadratic", fwd.rates[-1], labels, 10)
+    dW, db, _ = models.rule_updates(net, x, target, "gait", 1e-3, inverse, fwd=fwd)
+    t1 = time.perf_counter()
+    if lam:
+        (pending or start_orthogonality_gradients(net.weights, lam, threads)).subtract_from(dW)
+    t2 = time.perf_counter()
+    opt.step(net.weights + net.biases, dW + db)
+    t3 = time.perf_counter()
+    return (t1 - t0, t2 - t1, t3 - t2), time.process_time() - c0
+
+
+def bench_regulariser(args, data, widths, lam: float = 0.1):
+    """The paper-setting GAIT step (regulariser ``lam``) in float64 and float32, and the regulariser alone.
+
+    For each dtype the step runs with the regulariser computed one matrix after the other (as
+    ``train_step`` does), side by side on two threads, started on two threads before the rule's
+    updates (as training runs it), and without the regulariser; the variants step their own networks
+    from the same start on the same batches, taking turns step by step, so that all meet the same load.
+    A step is timed in its three stages (rule updates, regulariser, Adam).  The regulariser's share of
+    a step is the time it adds to the step without it.  At the end the regularised variants' weights
+    are compared bit for bit with ``train_step``'s of their dtype.  Then the regulariser alone per
+    matrix (float64 and float32, one and two BLAS threads, the output layer's task rows).
+    """
+    from scipy.linalg.blas import dsyrk, ssyrk
+
+    from models.regulariser import orthogonality_gradient
 
     steps = given_or(args, "steps", 15, 3)
     lu_threads = default_lu_threads()
-    # name: (threads, start before the rule's updates)
-    variants = {"one matrix after the other": (1, False), "matrices on 2 threads": (2, False),
-                "started before the rules, 2 threads": (2, True)}
-    nets = {name: models.init_network(widths, "orthogonal", seed=0, n_out=10) for name in [*variants, "train_step"]}
-    optimizers = {name: models.Adam.published(lr=1e-4) for name in nets}
-    inverses = {name: models.DirectInverse(lu_threads) for name in nets}
-    stages = {name: [] for name in variants}
+    dtypes = ("float64", "float32")
+    variants = [(dtype, *schedule) for dtype in dtypes for schedule in SCHEDULES]
+    names = [(dtype, name) for dtype, name, _, _ in variants] + [(dtype, "train_step") for dtype in dtypes]
+    nets = {key: models.init_network(widths, "orthogonal", seed=0, n_out=10, dtype=key[0]) for key in names}
+    optimizers = {key: models.Adam.published(lr=1e-4) for key in names}
+    inverses = {key: models.DirectInverse(lu_threads) for key in names}
+    stages = {(dtype, name): [] for dtype, name, _, _ in variants}
     n = data.train_x.shape[0]
     with blas_threads(DEFAULT_BLAS_THREADS):
         for k in range(steps + 2):  # two warm-up steps
             idx = np.arange(k * args.batch, (k + 1) * args.batch) % n
-            x = data.train_x[idx]
-            target = models.constructed_target("quadratic", nets["train_step"].forward(x).rates[-1],
-                                               data.train_y[idx], 10)
-            for name, (threads, early) in variants.items():
-                net, opt = nets[name], optimizers[name]
-                t0 = time.perf_counter()
-                if early:
-                    pending = start_orthogonality_gradients(net.weights, lam, threads)
-                dW, db, _ = models.rule_updates(net, x, target, "gait", 1e-3, inverses[name])
-                t1 = time.perf_counter()
-                if not early:
-                    pending = start_orthogonality_gradients(net.weights, lam, threads)
-                pending.subtract_from(dW)
-                t2 = time.perf_counter()
-                opt.step(net.weights + net.biases, dW + db)
-                stages[name].append((t1 - t0, t2 - t1, time.perf_counter() - t2))
-            train_step(nets["train_step"], optimizers["train_step"], x, target, "gait", 1e-3, lam,
-                       inverse=inverses["train_step"])
-    identical = all(np.array_equal(a, b) for net in nets.values()
-                    for a, b in zip(net.weights + net.biases, nets["train_step"].weights + nets["train_step"].biases))
+            x, labels = data.train_x[idx], data.train_y[idx]
+            for dtype, name, threads, early in variants:
+                key = (dtype, name)
+                stages[key].append(_gait_step_stages(nets[key], optimizers[key], inverses[key], x, labels,
+                                                     lam if threads else 0.0, threads, early))
+            for dtype in dtypes:
+                key = (dtype, "train_step")
+                target = models.constructed_target("quadratic", nets[key].forward(x).rates[-1], labels, 10)
+                train_step(nets[key], optimizers[key], x, target, "gait", 1e-3, lam, inverse=inverses[key])
+    identical = {dtype: all(np.array_equal(a, b) for (d, name, threads, _) in variants if d == dtype and threads
+                            for a, b in zip(nets[dtype, name].weights + nets[dtype, name].biases,
+                                            nets[dtype, "train_step"].weights + nets[dtype, "train_step"].biases))
+                 for dtype in dtypes}
     step_rows = []
-    for name, t in stages.items():
-        rules_ms, reg_ms, adam_ms = np.median(np.array(t[2:]), axis=0) * 1e3
-        total_ms = float(np.median(np.sum(t[2:], axis=1)) * 1e3)
-        step_rows.append({"regulariser_schedule": name, "rules_ms": float(rules_ms), "regulariser_ms": float(reg_ms),
-                          "adam_ms": float(adam_ms), "step_ms": total_ms,
-                          "regulariser_share": float(reg_ms) / total_ms})
-    print(f"\nGAIT step at the paper's settings ({widths[1]} wide, {len(widths) - 2} hidden layers, "
-          f"batch {args.batch}, gamma 1e-3, regulariser {lam:g}; BLAS on {DEFAULT_BLAS_THREADS} thread(s), "
-          f"LU on {lu_threads}), median ms over {steps} steps (regul.: after the rules' updates are done):")
-    print(f"{'regulariser':<38}{'rules':>8}{'regul.':>8}{'Adam':>7}{'step':>8}{'regul. share':>14}")
+    for (dtype, name), timed in stages.items():
+        walls = np.array([t for t, _ in timed[2:]])
+        rules_ms, reg_ms, adam_ms = np.median(walls, axis=0) * 1e3
+        step_rows.append({"dtype": dtype, "regulariser_schedule": name, "rules_ms": float(rules_ms),
+                          "regulariser_ms": float(reg_ms), "adam_ms": float(adam_ms),
+                          "step_ms": float(np.median(walls.sum(axis=1)) * 1e3),
+                          "cpu_ms": float(np.median([c for _, c in timed[2:]]) * 1e3)})
+    by = {(r["dtype"], r["regulariser_schedule"]): r for r in step_rows}
     for r in step_rows:
-        print(f"{r['regulariser_schedule']:<38}{r['rules_ms']:>8.1f}{r['regulariser_ms']:>8.1f}{r['adam_ms']:>7.1f}"
-              f"{r['step_ms']:>8.1f}{r['regulariser_share']:>13.0%}")
-    before = step_rows[0]
-    for r in step_rows[1:]:
-        print(f"{r['regulariser_schedule']} / one matrix after the other: step {r['step_ms'] / before['step_ms']:.2f}x")
-    print(f"weights and biases after {steps + 2} steps bit-identical across the variants and train_step: {identical}")
+        r["regulariser_share"] = 1.0 - by[r["dtype"], SCHEDULES[0][0]]["step_ms"] / r["step_ms"]
+        r["published_over_step"] = PUBLISHED_MS_PER_BATCH["gait_regulariser_0.1"] / r["step_ms"]
+    print(f"\nGAIT step at the paper's settings ({widths[1]} wide, {len(widths) - 2} hidden layers, "
+          f"batch {args.batch}, gamma 1e-3, regulariser {lam:g}, published Adam; BLAS on {DEFAULT_BLAS_THREADS} "
+          f"thread(s), LU on {lu_threads}), median ms over {steps} steps, the variants taking turns (regul.: "
+          "what is left of the regulariser once the rules' updates are done; CPU: the process's CPU time, all "
+          "threads; share: the time the regulariser adds to the step without it):")
+    print(f"{'dtype':<9}{'regulariser':<38}{'rules':>8}{'regul.':>8}{'Adam':>7}{'step':>8}{'CPU':>8}{'share':>8}"
+          f"{'published/step':>16}")
+    for r in step_rows:
+        print(f"{r['dtype']:<9}{r['regulariser_schedule']:<38}{r['rules_ms']:>8.1f}{r['regulariser_ms']:>8.1f}"
+              f"{r['adam_ms']:>7.1f}{r['step_ms']:>8.1f}{r['cpu_ms']:>8.1f}{r['regulariser_share']:>8.0%}"
+              f"{r['published_over_step']:>15.1f}x")
+    training = {dtype: by[dtype, SCHEDULES[-1][0]] for dtype in dtypes}
+    f64, f32 = training["float64"], training["float32"]
+    published = PUBLISHED_MS_PER_BATCH["gait_regulariser_0.1"]
+    print(f"as training runs it ({SCHEDULES[-1][0]}): float64 {f64['step_ms']:.1f} ms, float32 {f32['step_ms']:.1f} ms "
+          f"per step (float32 / float64 {f32['step_ms'] / f64['step_ms']:.2f}x); the regulariser's share "
+          f"{f64['regulariser_share']:.0%} and {f32['regulariser_share']:.0%}; the published code's "
+          f"{published:.0f} ms (a reference figure, 2-core AMD EPYC) / this step: {f64['published_over_step']:.1f}x "
+          f"and {f32['published_over_step']:.1f}x")
+    met = f32["step_ms"] <= FLOAT32_STEP_GOAL_MS
+    print(f"float32 step {f32['step_ms']:.1f} ms against the goal of {FLOAT32_STEP_GOAL_MS:.0f} ms on two cores: "
+          f"{'met' if met else 'not met'} (CPU time {f32['cpu_ms']:.1f} ms per step over all threads: "
+          f"{f32['cpu_ms'] / f32['step_ms']:.2f} cores busy on average)")
+    for dtype in dtypes:
+        base = by[dtype, SCHEDULES[1][0]]
+        for r in step_rows:
+            if r["dtype"] == dtype and r["regulariser_schedule"] not in (SCHEDULES[0][0], SCHEDULES[1][0]):
+                print(f"{dtype}: {r['regulariser_schedule']} / one matrix after the other: step "
+                      f"{r['step_ms'] / base['step_ms']:.2f}x")
+    print("weights and biases after {} steps bit-identical across the regularised variants and train_step: {}".format(
+        steps + 2, ", ".join(f"{dtype} {same}" for dtype, same in identical.items())))
 
     # The regulariser alone on each matrix of the trained-for-a-while network.
     repeats = 3 if args.quick else 9
-    net = nets["train_step"]
+    net = nets["float64", "train_step"]
     layer_rows = []
     for i, w in enumerate(net.weights):
         w32 = w.astype(np.float32)
         fns = {"f64": lambda w=w: orthogonality_gradient(w, lam),
                "f32": lambda w=w32: orthogonality_gradient(w, lam),
-               "syrk_f64": lambda w=w: dsyrk(1.0, w, trans=1)}
+               "syrk_f64": lambda w=w: dsyrk(1.0, w, trans=1), "syrk_f32": lambda w=w32: ssyrk(1.0, w, trans=1)}
         if i == len(net.weights) - 1:  # the output layer's task rows alone: a different, cheaper regulariser
             fns["task_rows_f64"] = lambda w=w: orthogonality_gradient(w[: net.n_out], lam)
         row = {"layer": i + 1, "shape": list(w.shape)}
@@ -469,7 +521,8 @@ def bench_regulariser(args, data, widths, lam: float = 0.1):
                         row[f"{key}_1t_cpu_ms"] = cpu
         layer_rows.append(row)
     cols = {"f64_1t_ms": "f64 1t", "f64_1t_cpu_ms": "f64 1t cpu", "syrk_f64_1t_cpu_ms": "syrk 1t cpu",
-            "f32_1t_ms": "f32 1t", "f32_1t_cpu_ms": "f32 1t cpu", "f64_2t_ms": "f64 2t", "f32_2t_ms": "f32 2t"}
+            "f32_1t_ms": "f32 1t", "f32_1t_cpu_ms": "f32 1t cpu", "syrk_f32_1t_cpu_ms": "ssyrk 1t cpu",
+            "f64_2t_ms": "f64 2t", "f32_2t_ms": "f32 2t"}
     print(f"\nregulariser alone per matrix, median ms over {repeats} calls (1t / 2t: BLAS threads; cpu: the calling "
           "thread's CPU time; syrk: W^T W, the rest is symm):")
     print(f"{'layer':<7}{'shape':<10}" + "".join(f"{label:>13}" for label in cols.values()))
@@ -480,11 +533,14 @@ def bench_regulariser(args, data, widths, lam: float = 0.1):
     flops = sum(3.0 * w.shape[0] ** 3 for w in net.weights)
     out_row = layer_rows[-1]
     print(f"float64, one thread: {flops / 1e9:.2f} GFLOP at {flops / total['f64_1t_cpu_ms'] / 1e6:.1f} GFLOP/s "
-          f"(CPU time); float32 / float64 {total['f32_1t_cpu_ms'] / total['f64_1t_cpu_ms']:.2f}x (CPU time); "
-          f"two BLAS threads / one {total['f64_2t_ms'] / total['f64_1t_ms']:.2f}x (float64, wall)")
+          f"(CPU time; syrk {total['syrk_f64_1t_cpu_ms'] / total['f64_1t_cpu_ms']:.0%} of it, symm the rest); "
+          f"float32 / float64 {total['f32_1t_cpu_ms'] / total['f64_1t_cpu_ms']:.2f}x (CPU time); two BLAS threads "
+          f"/ one {total['f64_2t_ms'] / total['f64_1t_ms']:.2f}x (float64, wall), "
+          f"{total['f32_2t_ms'] / total['f32_1t_ms']:.2f}x (float32)")
     print(f"output layer ({net.n_out} task rows, {out_row['shape'][0] - net.n_out} auxiliary): "
           f"{out_row['f64_1t_cpu_ms']:.1f} ms of {total['f64_1t_cpu_ms']:.1f} ms (CPU time), like any hidden layer "
           f"(its auxiliary rows enter W^T W and are regularised too); its task rows alone would take "
           f"{out_row['task_rows_f64_1t_cpu_ms']:.1f} ms (a different regulariser, not what training computes)")
     return {"step": step_rows, "layers": layer_rows, "bit_identical_to_train_step": identical,
-            "steps": steps, "lu_threads": lu_threads, "lambda": lam}
+            "steps": steps, "lu_threads": lu_threads, "lambda": lam, "float32_goal_ms": FLOAT32_STEP_GOAL_MS,
+            "float32_goal_met": met}

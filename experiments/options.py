@@ -26,8 +26,8 @@ from models.errors import ValidationError
 from models.validation import check_count
 
 __all__ = ["HelpFormatter", "Parser", "RENAMED", "unknown_options_message", "comma_list", "number_list",
-           "count_list", "add_data_arguments", "add_size_arguments", "sizes", "quick_help", "given_or",
-           "check_scheduler", "program_name"]
+           "count_list", "add_data_arguments", "add_size_arguments", "add_dtype_argument", "sizes", "quick_help",
+           "given_or", "check_scheduler", "program_name"]
 
 
 class HelpFormatter(argparse.HelpFormatter):
@@ -107,6 +107,15 @@ def add_data_arguments(parser) -> None:
     parser.add_argument("--data-dir", metavar="DIR", help="a directory with the official files (default: "
                                                           "$GAITCIRCUIT_DATA, the system's copy, the download cache)")
     parser.add_argument("--no-download", action="store_true", help="never download; fail if the data is missing")
+
+
+def add_dtype_argument(parser) -> None:
+    """--dtype float64|float32: the floating-point type of training (:data:`models.validation.DTYPES`)."""
+    from models.validation import DTYPES
+
+    parser.add_argument("--dtype", choices=DTYPES, default=DTYPES[0],
+                        help="floating-point type of the weights, the rules' targets and updates, the regulariser "
+                             "and Adam's moments; a run resumes only in the type it started in")
 
 
 def add_size_arguments(parser, quick: dict) -> None:

@@ -27,7 +27,7 @@ from models.validation import check_count
 
 from .common import write_summary
 from .datasets import DATASETS, load_dataset
-from .options import add_data_arguments, quick_help
+from .options import add_data_arguments, add_dtype_argument, quick_help
 
 DESCRIPTION = __doc__
 #: What --quick changes: the defaults of these options (an option given on the command line is kept).
@@ -67,6 +67,7 @@ def add_arguments(parser):
                         help="initial weights")
     parser.add_argument("--adam", choices=("published", "standard"), default="published",
                         help="Adam variant (published: the paper's code's)")
+    add_dtype_argument(parser)
     parser.add_argument("--update", choices=("discrete", "circuit"), default="discrete",
                         help="where every weight update comes from: discrete = the rule's exact discrete maths; "
                              "circuit = the fast circuit engine's steady state and local rule (rule gait or itp: "
@@ -151,7 +152,7 @@ def config_from_args(args) -> TrainConfig:
                           batch=args.batch, lr=args.lr, regulariser=args.regulariser, gamma=args.gamma, loss=args.loss,
                           seed=args.seed, init=args.init, adam=args.adam, engine=args.update, schedule=args.schedule,
                           noise=args.noise, allow_narrow_input=args.allow_narrow_input, feedback=args.feedback,
-                          feedback_lr=args.feedback_lr, eval_every=check_eval_every(args)).resolved()
+                          feedback_lr=args.feedback_lr, eval_every=check_eval_every(args), dtype=args.dtype).resolved()
         if cfg.engine == "circuit":
             from circuit.learning import check_config
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import ValidationError
+from .validation import float_array, float_dtype
 
 __all__ = ["Activation", "Identity", "LeakyReLU", "get_activation", "check_negative_slope", "ACTIVATIONS"]
 
@@ -75,13 +76,13 @@ class Identity(Activation):
         return np.asarray(y, dtype=float)
 
     def derivative(self, h):
-        return np.ones_like(h, dtype=float)
+        return np.ones_like(h, dtype=float_dtype(h))
 
     def inverse_increment(self, y, d, scale=1.0):
-        return np.asarray(d, dtype=float)
+        return float_array(d)
 
     def forward_increment(self, h, d, scale=1.0):
-        return np.asarray(d, dtype=float)
+        return float_array(d)
 
     def settings(self) -> dict:
         return {"name": "identity"}
@@ -119,7 +120,8 @@ class LeakyReLU(Activation):
         return np.where(y > 0, y, y / self.negative_slope)
 
     def derivative(self, h):
-        return np.where(np.asarray(h) > 0, 1.0, self.negative_slope)
+        """``f'(h)``: 1 where h > 0, else the negative slope (float32 for float32 h, else float64)."""
+        return _slopes(np.asarray(h) > 0, 1.0, self.negative_slope, float_dtype(h))
 
     def inverse_increment(self, y, d, scale=1.0):
         """``scale * (f^-1(y + d/scale) - f^-1(y))`` without cancellation.
@@ -133,11 +135,9 @@ class LeakyReLU(Activation):
         scale : float
             Positive scale carried by the caller (e.g. gamma^-(L-l)).
         """
-        y = np.asarray(y, dtype=float)
-        d = np.asarray(d, dtype=float)
-        s = self.negative_slope
+        y, d, scale = _operands(y, d, scale)
         on_positive = y > 0
-        out = d / np.where(on_positive, 1.0, s)
+        out = d / _slopes(on_positive, 1.0, self.negative_slope, y.dtype)
         end = y + d / scale
         crossed = (end > 0) != on_positive
         if np.any(crossed):
@@ -148,16 +148,28 @@ class LeakyReLU(Activation):
 
     def forward_increment(self, h, d, scale=1.0):
         """``scale * (f(h + d/scale) - f(h))`` without cancellation."""
-        h = np.asarray(h, dtype=float)
-        d = np.asarray(d, dtype=float)
+        h, d, scale = _operands(h, d, scale)
         on_positive = h > 0
-        out = d * np.where(on_positive, 1.0, self.negative_slope)
+        out = d * _slopes(on_positive, 1.0, self.negative_slope, h.dtype)
         end = h + d / scale
         crossed = (end > 0) != on_positive
         if np.any(crossed):
             hc, ec = h[crossed], end[crossed]
             out[crossed] = scale * (self.f(ec) - self.f(hc))
         return out
+
+
+def _slopes(condition, where_true: float, where_false: float, dtype: np.dtype) -> np.ndarray:
+    """``np.where(condition, where_true, where_false)`` as an array of ``dtype`` (the same values in float64)."""
+    return np.where(condition, dtype.type(where_true), dtype.type(where_false))
+
+
+def _operands(x, d, scale):
+    """The increment functions' operands: float32 if both arrays are float32 (the scale then too), else float64."""
+    x, d = np.asarray(x), np.asarray(d)
+    if x.dtype == np.float32 and d.dtype == np.float32:
+        return x, d, np.float32(scale)
+    return x.astype(np.float64, copy=False), d.astype(np.float64, copy=False), scale
 
 
 def check_negative_slope(value) -> float:

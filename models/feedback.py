@@ -35,7 +35,7 @@ from .deprecation import renamed_getattr
 from .errors import NonFiniteError, ValidationError
 from .network import DirectInverse, ForwardPass, Network
 from .rules import compute_targets, layer_gammas, updates_from_targets
-from .validation import check_array, check_choice, check_positive, layer_scales
+from .validation import check_array, check_choice, check_positive, float_dtype, layer_scales
 
 __all__ = ["FORMS", "RECONSTRUCTIONS", "FeedbackWeights", "exact_inverses", "perturbed_inverses",
            "transposed_weights", "inverse_errors", "reconstruction_errors", "feedback_targets", "updates_with_feedback",
@@ -54,7 +54,7 @@ __getattr__ = renamed_getattr(__name__, RENAMED)
 def _check_square(name: str, value, hint: str) -> np.ndarray:
     shape = np.shape(value)
     n = shape[0] if len(shape) == 2 else None
-    return check_array(name, value, (n, n), hint=hint)
+    return check_array(name, value, (n, n), hint=hint, dtype=float_dtype(value))
 
 
 class FeedbackWeights:
@@ -367,7 +367,8 @@ class LearnedFeedback:
         for i in range(1, net.depth):
             w, q = net.weights[i], self.feedback.matrices[i]
             batch, n = fwd.rates[i].shape[0], w.shape[0]
-            corrupted = self.noise * self.rng.standard_normal((batch, n))
+            # drawn in float64 whatever the weights' type, so that the generator's stream is the same
+            corrupted = (self.noise * self.rng.standard_normal((batch, n))).astype(w.dtype, copy=False)
             if self.reconstruct == "rates":
                 corrupted += fwd.rates[i][:, :n]
             with np.errstate(over="ignore", invalid="ignore"):  # a diverging rule is reported below, once
@@ -402,7 +403,7 @@ class LearnedFeedback:
         """Restore :meth:`state` (the same network shapes; initialises the feedback if it was not)."""
         matrices = list(state["matrices"])
         if self.feedback is None:
-            self.feedback = FeedbackWeights([None] + [np.array(q, dtype=float) for q in matrices])
+            self.feedback = FeedbackWeights([None] + [np.array(q, dtype=float_dtype(q)) for q in matrices])
             if self.rule != "tp":
                 self.gamma = layer_gammas(self.gamma, self.feedback.depth)
         if len(matrices) != self.feedback.depth - 1:

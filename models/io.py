@@ -1,7 +1,8 @@
 """Save and load networks (and, through :mod:`circuit`, circuit specifications): one ``.npz`` file each.
 
 A file is a NumPy ``.npz`` archive (readable without this library: ``numpy.load(path)``)
-holding the arrays, float64, bit for bit, and one entry ``metadata``: a JSON text with the
+holding the arrays, bit for bit (float64, or float32 for a float32 network, which loads
+as one), and one entry ``metadata``: a JSON text with the
 format name, the format version and everything that is not an array::
 
     {"format": "gaitcircuit.Network", "format_version": 1,
@@ -29,6 +30,7 @@ import numpy as np
 from .activations import get_activation
 from .errors import DataFormatError, ValidationError
 from .network import Network
+from .validation import float_dtype
 
 __all__ = ["FORMAT_VERSION", "save_network", "load_network", "write_archive", "read_archive",
            "network_contents", "network_from_contents", "feedback_contents", "feedback_from_contents"]
@@ -104,7 +106,7 @@ def network_from_contents(path, metadata: dict, arrays: dict) -> Network:
     try:
         act = get_activation(name, activation.get("negative_slope", 0.1))
         net = Network([arrays[f"weights_{i}"] for i in range(depth)], [arrays[f"biases_{i}"] for i in range(depth)],
-                      widths[0], act, described.get("n_out"))
+                      widths[0], act, described.get("n_out"), float_dtype(arrays["weights_0"]))
     except ValidationError as err:
         raise DataFormatError(f"{path}: {err}") from None
     if act.settings() != activation:

@@ -26,7 +26,7 @@ import scipy.linalg
 
 from .activations import Activation, get_activation
 from .errors import NonFiniteError, SingularWeightsError, ValidationError
-from .validation import check_array, check_count
+from .validation import check_array, check_count, check_dtype
 
 __all__ = [
     "Network",
@@ -47,6 +47,9 @@ __all__ = [
 #: refused by the inverse-based rules: their inverse would amplify float64
 #: rounding (1e-16) by more than 1e6.
 MIN_RCOND = 1e-10
+#: The same limit for float32 weights: their inverse would amplify float32 rounding
+#: (6e-8) by more than 1e5, to errors of 1e-2 of the targets' deviations.
+MIN_RCOND_FLOAT32 = 1e-5
 
 
 @dataclass
@@ -63,6 +66,10 @@ class Network:
     n_out : int, optional
         Number of task output units (the first ``n_out`` units of layer L);
         defaults to all of them.
+    dtype : {"float64", "float32"}
+        The floating-point type of the weights, biases and every computation with them
+        (the forward pass, and the rules' targets and updates); the arrays given are
+        converted to it.  Stored as a ``numpy.dtype``.
     """
 
     weights: list
@@ -70,9 +77,11 @@ class Network:
     input_width: int
     activation: Activation = field(default_factory=lambda: get_activation("leaky_relu"))
     n_out: int | None = None
+    dtype: np.dtype | str = "float64"
 
     def __post_init__(self):
         self.activation = get_activation(self.activation)
+        self.dtype = dtype = check_dtype("dtype", self.dtype)
         if len(self.weights) == 0 or len(self.weights) != len(self.biases):
             raise ValidationError(
                 f"weights and biases: expected two lists of the same non-zero length (one per layer), "
@@ -82,7 +91,7 @@ class Network:
         ws, bs = [], []
         for i, (w, b) in enumerate(zip(self.weights, self.biases)):
             square = f"a square matrix (n_{i + 1}, n_{i + 1}) acting on the first n_{i + 1} units of layer {i}"
-            w = check_array(f"weights[{i}]", w, (None, None), hint=f"weights[{i}] is {square}")
+            w = check_array(f"weights[{i}]", w, (None, None), hint=f"weights[{i}] is {square}", dtype=dtype)
             n = w.shape[0]
             if w.shape[0] != w.shape[1]:
                 raise ValidationError(f"weights[{i}]: expected {square}, got shape {w.shape}")
@@ -94,7 +103,7 @@ class Network:
             ws.append(w)
             bs.append(
                 check_array(
-                    f"biases[{i}]", b, (n,), hint=f"layer {i + 1} has {n} units"
+                    f"biases[{i}]", b, (n,), hint=f"layer {i + 1} has {n} units", dtype=dtype
                 )
             )
             prev = n
@@ -119,16 +128,19 @@ class Network:
 
     def copy(self) -> "Network":
         return Network([w.copy() for w in self.weights], [b.copy() for b in self.biases],
-                       self.input_width, self.activation, self.n_out)
+                       self.input_width, self.activation, self.n_out, self.dtype)
 
     def check_input(self, x) -> np.ndarray:
+        """``x`` as a (batch, n_0) array of the network's dtype (ValidationError naming ``x`` otherwise)."""
         return check_array("x", x, (None, self.widths[0]),
-                           hint=f"the network has {self.widths[0]} input units; pass a batch (batch, n_0)")
+                           hint=f"the network has {self.widths[0]} input units; pass a batch (batch, n_0)",
+                           dtype=self.dtype)
 
     def forward(self, x) -> "ForwardPass":
         """Forward pass (Eq. 1) with biases, for a batch ``x`` of shape (batch, n_0).
 
-        Raises :class:`~models.errors.NonFiniteError` if finite inputs overflow float64.
+        Computed in the network's dtype (``x`` is converted to it).  Raises
+        :class:`~models.errors.NonFiniteError` if finite inputs overflow it.
         """
         x = self.check_input(x)
         rates, pre, der = [x], [], []
@@ -149,11 +161,12 @@ class Network:
     def _overflow_hint(self, x: np.ndarray) -> str:
         """Why a result from finite ``x`` and these weights may overflow (computed on the error path only)."""
         largest_w = max(float(np.max(np.abs(w))) for w in self.weights)
-        return (f"float64 overflowed (largest |x| = {np.max(np.abs(x)):.3g}, largest |weight| = "
+        return (f"{self.dtype.name} overflowed (largest |x| = {np.max(np.abs(x)):.3g}, largest |weight| = "
                 f"{largest_w:.3g}): scale the inputs to O(1), e.g. x / x.std()")
 
     def __repr__(self) -> str:
-        return f"Network(widths={self.widths}, n_out={self.n_out}, {activation_arguments(self.activation)})"
+        dtype = "" if self.dtype == np.float64 else f", dtype={self.dtype.name!r}"
+        return f"Network(widths={self.widths}, n_out={self.n_out}, {activation_arguments(self.activation)}{dtype})"
 
     def _repr_pretty_(self, printer, cycle: bool) -> None:  # IPython/Jupyter display: the description
         printer.text(repr(self) if cycle else self.describe())
@@ -262,10 +275,11 @@ def xavier_normal(n: int, rng: np.random.Generator) -> np.ndarray:
 
 def init_network(widths: Sequence[int], init: str = "orthogonal", seed: int = 0,
                  activation: str | Activation = "leaky_relu", negative_slope: float = 0.1,
-                 n_out: int | None = None) -> Network:
+                 n_out: int | None = None, dtype: str = "float64") -> Network:
     """A seeded network with the given widths (n_0 >= n_1 >= ... >= n_L) and zero biases.
 
     ``init`` is "orthogonal" or "xavier" (Xavier normal, called "random" in Fig. 1).
+    ``dtype`` "float32": the float64 initial weights of the same seed, rounded to float32.
     """
     widths = [int(w) for w in widths]
     if len(widths) < 2 or any(w < 1 for w in widths):
@@ -278,13 +292,15 @@ def init_network(widths: Sequence[int], init: str = "orthogonal", seed: int = 0,
     rng = np.random.default_rng(seed)
     weights = [makers[init](n, rng) for n in widths[1:]]
     biases = [np.zeros(n) for n in widths[1:]]
-    return Network(weights, biases, widths[0], get_activation(activation, negative_slope), n_out)
+    return Network(weights, biases, widths[0], get_activation(activation, negative_slope), n_out, dtype)
 
 
 class DirectInverse:
     """Applies ``W^-1`` by LU factorisation, refusing singular or badly conditioned W.
 
-    ``solve(i, w, u)`` returns ``x`` with ``x @ w.T = u`` (each row solves W x = u).
+    ``solve(i, w, u)`` returns ``x`` with ``x @ w.T = u`` (each row solves W x = u), factorised
+    and solved in the precision of ``w`` (LAPACK ``sgetrf``/``sgetrs`` for float32 weights,
+    ``dgetrf``/``dgetrs`` otherwise).
 
     ``threads > 1``: :meth:`prepare` starts the LU factorisations of the layers a
     target rule will invert on a pool of that many threads (LAPACK releases the GIL),
@@ -343,21 +359,30 @@ class DirectInverse:
         prepared = self._pending.pop(index, None)
         lu, piv = prepared[1].result() if prepared is not None and prepared[0] is w else lu_checked(index, w)
         # lu factors W^T (the Fortran view of C-ordered W: no copy); W x = u^T is its transposed system.
-        x, info = scipy.linalg.lapack.dgetrs(lu, piv, np.asarray(u).T, trans=1)
+        x, info = _lapack("getrs", lu)(lu, piv, np.asarray(u).T, trans=1)
         return x.T
 
 
+def _lapack(name: str, a: np.ndarray):
+    """LAPACK routine ``name`` in the precision of ``a``: ``s`` for float32, ``d`` otherwise."""
+    return getattr(scipy.linalg.lapack, ("s" if a.dtype == np.float32 else "d") + name)
+
+
 def lu_checked(index: int, w: np.ndarray):
-    """LU factors of ``w.T`` after checking its reciprocal condition number (LAPACK getrf, gecon)."""
+    """LU factors of ``w.T`` after checking its reciprocal condition number (LAPACK getrf, gecon).
+
+    In the precision of ``w`` (float32 weights: ``sgetrf``, limit :data:`MIN_RCOND_FLOAT32`).
+    """
     wt = w.T
-    lu, piv, info = scipy.linalg.lapack.dgetrf(wt)
+    lu, piv, info = _lapack("getrf", wt)(wt)
+    limit = MIN_RCOND_FLOAT32 if lu.dtype == np.float32 else MIN_RCOND
     rcond = 0.0
     if info == 0:
-        rcond, _ = scipy.linalg.lapack.dgecon(lu, np.abs(wt).sum(axis=0).max(), norm="1")
-    if info != 0 or not rcond >= MIN_RCOND:
+        rcond, _ = _lapack("gecon", lu)(lu, np.abs(wt).sum(axis=0).max(), norm="1")
+    if info != 0 or not rcond >= limit:
         raise SingularWeightsError(
             f"weights[{index}] (layer {index + 1}): expected an invertible matrix for the exact "
-            f"layer inverse, got reciprocal condition number {rcond:.2e} (< {MIN_RCOND:.0e}); "
+            f"layer inverse, got reciprocal condition number {rcond:.2e} (< {limit:.0e}); "
             "TP, ITP and GAIT-prop need invertible weights: use orthogonal initialisation or the "
             "orthogonality regulariser, or use rule='bp'"
         )

@@ -10,6 +10,9 @@ learning rate, as returned by :mod:`models.rules`)::
 ``bias_correction=True`` (standard Adam): mhat = m / (1 - beta1^t), vhat = v / (1 - beta2^t).
 ``Adam.published()``: no bias correction, beta1 0.9, beta2 0.99, eps 1e-8 added to sqrt(v).
 
+float32 parameters keep float32 moments: each element's step is formed in float64 as above
+and the new ``m``, ``v`` and ``p`` are rounded to float32 when stored.
+
 The step runs as one fused numba loop when numba is installed and imports (the ``fast``
 extra), otherwise as numpy operations in the same order, which give the same bits
 (``tests/test_packaging.py`` compares them bit for bit).  :data:`ADAM_KERNEL` names the one in
@@ -130,8 +133,10 @@ if numba is None:
     _adam_kernel = adam_kernel_numpy
 else:
     @numba.njit(parallel=True, cache=True)
-    def _adam_kernel(p, d, m, v, beta1, beta2, step_size, eps):  # pragma: no cover - compiled
-        # One fused pass over memory: the step is memory-bound.
+    def _adam_loop(p, d, m, v, beta1, beta2, step_size, eps):  # pragma: no cover - compiled
+        # One fused pass over memory, vectorised: a prange loop, which numba lets LLVM vectorise (a plain
+        # range loop over four arrays that might alias it does not: 3x slower).  Each element is computed
+        # alike whatever the threads (the same bits).
         for i in numba.prange(p.size):
             g = d[i]
             mi = beta1 * m[i] + (1.0 - beta1) * g
@@ -139,3 +144,17 @@ else:
             m[i] = mi
             v[i] = vi
             p[i] += step_size * mi / (np.sqrt(vi) + eps)
+
+    def _adam_kernel(p, d, m, v, beta1, beta2, step_size, eps):
+        """The numba loop on the calling thread alone (its numba thread count restored after).
+
+        The pass takes about 3 ms (float64) for the paper's 3.1 million parameters; a team of
+        threads that must all finish, at each of a step's ten calls, cost up to 20x that whenever
+        another process holds a core (``python -m experiments bench`` times the step's stages).
+        """
+        threads = numba.get_num_threads()
+        numba.set_num_threads(1)
+        try:
+            _adam_loop(p, d, m, v, beta1, beta2, step_size, eps)
+        finally:
+            numba.set_num_threads(threads)

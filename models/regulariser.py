@@ -18,8 +18,12 @@ thread: about 45 and 55 GFLOP/s), so with BLAS on one thread the gradient costs
 what its 3 n^3 flops cost; a ``gemm`` on the symmetrised ``O`` rounds the same
 but is no faster.  What remains is to use more cores without changing a bit:
 :func:`subtract_orthogonality_gradients` and :func:`start_orthogonality_gradients`
-compute the matrices side by side on a thread pool, each one by the same BLAS
-calls in one thread.  float32 weights are computed in float32 (``ssyrk``,
+compute the matrices on a thread pool, each one by the same BLAS calls in one
+thread, alongside the rule's updates.  SciPy's ``scipy.linalg.blas`` wrappers hold
+the GIL during each call, so the pool's BLAS calls take turns with each other and
+with the Python steps of the calling thread; its numpy products and the LAPACK
+factorisations of :class:`~models.network.DirectInverse` release it and overlap
+them (``python -m experiments bench`` times the schedules).  float32 weights are computed in float32 (``ssyrk``,
 ``ssymm``, about twice as fast); anything else in float64.
 """
 
@@ -33,15 +37,14 @@ import numpy as np
 from scipy.linalg import blas
 
 from .errors import ValidationError
-from .validation import check_count
+from .validation import check_count, float_array
 
 __all__ = ["orthogonality_penalty", "orthogonality_gradient", "subtract_orthogonality_gradients",
            "start_orthogonality_gradients", "PendingGradients"]
 
 
 def _as_float(w) -> np.ndarray:
-    w = np.asarray(w)
-    return w if w.dtype == np.float32 else w.astype(np.float64, copy=False)
+    return float_array(w)
 
 
 def _routine(w: np.ndarray, name: str):
@@ -130,7 +133,7 @@ def start_orthogonality_gradients(weights: Sequence[np.ndarray], lam: float, thr
     threads : int, optional
         ``1``: nothing runs until ``subtract_from``, which computes the matrices one
         after the other.  ``> 1``: the matrices are computed side by side on a pool of
-        that many threads (BLAS releases the GIL).  Each matrix still goes through the
+        that many threads, alongside the caller's work.  Each matrix still goes through the
         same BLAS calls in one thread, so the results are bit-identical to ``threads=1``;
         keep BLAS itself at one thread (``threadpoolctl``) or the two kinds of threads
         compete for the cores (and OpenBLAS on several threads may round differently).

@@ -59,7 +59,7 @@ from .network import DirectInverse, Network, init_network
 from .optimizers import Adam
 from .regulariser import PendingGradients, start_orthogonality_gradients
 from .rules import RULES, forward_factorising, rule_updates
-from .validation import check_choice, check_count, check_gamma, check_positive
+from .validation import DTYPES, check_choice, check_count, check_dtype, check_gamma, check_positive, layer_scales
 
 __all__ = [
     "train_step", "apply_update", "step_flops", "evaluate", "epoch_order", "train_epoch",
@@ -69,7 +69,7 @@ __all__ = [
     "data_digest", "check_training_data", "save_checkpoint", "read_checkpoint", "check_run_dir", "run_dir_lock",
     "holds_run", "write_metrics", "summarise", "lu_inverse", "default_lu_threads", "blas_threads",
     "blas_libraries", "blas_start_threads", "DEFAULT_BLAS_THREADS", "CHECKPOINT", "PREVIOUS_CHECKPOINT",
-    "METRICS", "LOCK_FILE",
+    "METRICS", "LOCK_FILE", "DTYPES", "FLOAT32_MAX_SCALE",
 ]
 
 #: Learning rate and regulariser lambda per rule when the configuration leaves them unset (the paper's values).
@@ -92,6 +92,10 @@ ADAMS = ("published", "standard")
 CHECKPOINT, PREVIOUS_CHECKPOINT, METRICS, LOCK_FILE = "checkpoint.npz", "checkpoint.prev.npz", "metrics.csv", ".lock"
 #: Format of the checkpoints written now: 2 adds a checksum and the data's digest (format 1 had neither).
 CHECKPOINT_FORMAT = 2
+#: The largest deviation scale S_1 = prod_{l>=2} 1/gamma_l that float32 target rules accept: the
+#: scaled deviations are O(1) and S_l multiplies the increments back up, so S_l itself must be a
+#: finite float32 (largest 3.4e38) with room for a factor 1e8 (gamma 1e-3 on up to 11 layers).
+FLOAT32_MAX_SCALE = 1e30
 #: Settings that a resumed run may change: how long it runs, and a permission that changes no result.
 RESUMABLE_CHANGES = ("epochs", "allow_narrow_input")
 
@@ -229,7 +233,11 @@ class TrainConfig:
     training and test sets every that many batches (counted over the run) and at the end of
     every epoch; None (default): once per epoch, on a fixed subset of
     :data:`EVAL_TRAIN_SAMPLES` training samples and the test set.  It changes the records,
-    never the weights.  Every value is checked on creation (:class:`ValidationError`).
+    never the weights.  ``dtype``: "float64" (the default) or "float32", the type of the
+    weights, the forward pass, the layer inverses' LU factors and solves, the targets (in
+    their scaled-deviation form), the updates, the regulariser and Adam's moments (Adam
+    forms each step in float64 and rounds the new values to float32); see
+    :data:`FLOAT32_MAX_SCALE`.  Every value is checked on creation (:class:`ValidationError`).
     """
 
     dataset: str = "fashion_mnist"
@@ -245,6 +253,7 @@ class TrainConfig:
     seed: int = 0
     init: str = "orthogonal"
     adam: str = "published"
+    dtype: str = "float64"      # floating-point type of the network, the rules and Adam's moments (DTYPES)
     n_out: int = 10
     engine: str = "discrete"
     schedule: str = "uniform"   # circuit engine: layer-wise coupling schedule (gamma is the output's)
@@ -259,6 +268,7 @@ class TrainConfig:
         if isinstance(widths, (str, bytes)) or not hasattr(widths, "__len__"):
             raise ValidationError(f"widths: expected a sequence of layer widths such as [784, 784, 10], got {widths!r}")
         object.__setattr__(self, "widths", [check_count(f"widths[{i}]", w) for i, w in enumerate(widths)])
+        object.__setattr__(self, "dtype", check_dtype("dtype", self.dtype).name)
         self.validate()
 
     def validate(self) -> None:
@@ -271,6 +281,7 @@ class TrainConfig:
         check_choice("init", self.init, INITS)
         check_choice("adam", self.adam, ADAMS)
         check_choice("engine", self.engine, ENGINES)
+        check_dtype("dtype", self.dtype)
         w = self.widths
         if len(w) < 2:
             raise ValidationError(f"widths: expected at least two widths (input and output), got {w}")
@@ -303,6 +314,9 @@ class TrainConfig:
         if self.feedback != "learned" and self.feedback_lr != 0.05:
             raise ValidationError(f"feedback_lr: expected the default 0.05 with feedback {self.feedback!r} (only "
                                   f"learned feedback has a learning rate), got {self.feedback_lr!r}")
+        if self.engine == "circuit" and self.dtype != "float64":
+            raise ValidationError(f"dtype: expected 'float64' with engine 'circuit' (the circuit engines compute in "
+                                  f"float64), got {self.dtype!r}; use engine 'discrete' for float32 training")
         if self.engine == "circuit":
             check_positive("gamma", self.gamma)  # one number: the output's coupling (the schedule sets the rest)
             check_gamma(self.gamma, 1)
@@ -313,6 +327,18 @@ class TrainConfig:
                     f"schedule and noise: expected the defaults ('uniform', 0) with engine 'discrete' (the discrete "
                     f"rules have neither), got {self.schedule!r} and {self.noise!r}; use engine 'circuit' "
                     "(CLI: train --update circuit)")
+            self._check_float32_scales()
+
+    def _check_float32_scales(self) -> None:
+        """float32 target rules: the largest deviation scale S_1 = prod_{l >= 2} 1/gamma_l must fit float32."""
+        if self.dtype != "float32" or self.rule not in ("itp", "gait") or len(self.widths) < 3:
+            return
+        largest = float(layer_scales(check_gamma(self.gamma, len(self.widths) - 1, allow_one=True))[1])
+        if not largest <= FLOAT32_MAX_SCALE:
+            raise ValidationError(
+                f"dtype: expected 'float64' for rule {self.rule!r} with gamma {self.gamma!r} on "
+                f"{len(self.widths) - 1} layers: its deviation scale 1/gamma^(L-1) = {largest:.1e} exceeds "
+                f"{FLOAT32_MAX_SCALE:.0e}, what float32 holds with room (largest 3.4e38), got 'float32'")
 
     def resolved(self) -> "TrainConfig":
         """This configuration with ``lr`` and ``regulariser`` filled from the rule's paper values."""
@@ -329,7 +355,7 @@ def with_defaults(config: dict) -> dict:
 def build_model(config: TrainConfig) -> tuple[Network, Adam]:
     """The initial network and optimiser of ``config`` (resolved: ``lr`` set)."""
     net = init_network(config.widths, config.init, seed=config.seed, activation=ACTIVATIONS[config.activation],
-                       n_out=config.n_out)
+                       n_out=config.n_out, dtype=config.dtype)
     lr = config.resolved().lr
     opt = Adam.published(lr) if config.adam == "published" else Adam(lr=lr)
     return net, opt
@@ -712,6 +738,11 @@ def _restore(path: Path, meta: dict, arrays: dict, config: TrainConfig, net: Net
              digest: str | None, update=None) -> None:
     saved = {k: v for k, v in with_defaults(meta["config"]).items() if k not in RESUMABLE_CHANGES}
     wanted = {k: v for k, v in asdict(config).items() if k not in RESUMABLE_CHANGES}
+    if saved["dtype"] != wanted["dtype"]:
+        raise CheckpointError(f"{path}: dtype: expected {saved['dtype']!r}, the type the checkpoint was trained in "
+                              f"(its weights and Adam's moments), got {wanted['dtype']!r}; resume with dtype "
+                              f"{saved['dtype']!r} (CLI: --dtype {saved['dtype']}), or train {wanted['dtype']} in "
+                              "another output directory (the checkpoint is left as it is)")
     if saved != wanted:
         diff = {k: (saved.get(k), wanted.get(k)) for k in wanted if saved.get(k) != wanted.get(k)}
         raise CheckpointError(f"{path}: the checkpoint was made with another configuration (saved vs now: {diff}); "

@@ -14,16 +14,21 @@ import numpy as np
 
 from .errors import ValidationError
 
-__all__ = ["check_array", "check_gamma", "check_positive", "check_count", "check_choice", "layer_scales"]
+__all__ = ["check_array", "check_gamma", "check_positive", "check_count", "check_choice", "layer_scales",
+           "DTYPES", "check_dtype", "float_dtype", "float_array"]
+
+#: The floating-point types of the discrete reference: float64 (the default) and float32.
+DTYPES = ("float64", "float32")
 
 
-def check_array(name: str, value, shape: tuple, *, hint: str = "") -> np.ndarray:
-    """Return ``value`` as a float64 array, checking its shape and that it is finite.
+def check_array(name: str, value, shape: tuple, *, hint: str = "", dtype=np.float64) -> np.ndarray:
+    """Return ``value`` as a float64 array (or of type ``dtype``), checking its shape and that it is finite.
 
     ``shape`` may contain ``None`` for an axis of any length; a batch axis must not be empty.
+    An array of the type already is returned as it is (no copy).
     """
     try:
-        arr = np.asarray(value, dtype=float)
+        arr = np.asarray(value, dtype=dtype)
     except (TypeError, ValueError):
         raise ValidationError(f"{name}: expected an array of numbers, got {type(value).__name__}") from None
     ok = arr.ndim == len(shape) and all(e is None or e == g for e, g in zip(shape, arr.shape))
@@ -106,3 +111,25 @@ def check_choice(name: str, value, choices) -> str:
     if value not in choices:
         raise ValidationError(f"{name}: expected one of {tuple(choices)}, got {value!r}")
     return value
+
+
+def check_dtype(name: str, value) -> np.dtype:
+    """One of :data:`DTYPES` (a name, or the numpy type) as a ``numpy.dtype``."""
+    try:
+        dtype = np.dtype(value)
+    except TypeError:
+        dtype = None
+    if dtype is None or dtype.name not in DTYPES:
+        raise ValidationError(f"{name}: expected one of {DTYPES}, got {value!r}")
+    return dtype
+
+
+def float_dtype(value) -> np.dtype:
+    """float32 for a float32 array, float64 for anything else: the type the library computes ``value`` in."""
+    dtype = getattr(value, "dtype", None)
+    return np.dtype(np.float32) if dtype == np.float32 else np.dtype(np.float64)
+
+
+def float_array(value) -> np.ndarray:
+    """``value`` as an array of :func:`float_dtype` (float32 stays float32; no copy when already of the type)."""
+    return np.asarray(value, dtype=float_dtype(value))

@@ -76,39 +76,55 @@ def test_ci_pins_satisfy_the_declared_ranges(python):
 
 
 def adam_oracle(p, d, m, v, beta1, beta2, step_size, eps):
-    """The numba kernel's loop body in plain Python floats (IEEE-754 float64, the same operations)."""
+    """The numba kernel's loop body in plain Python floats (IEEE-754 float64, the same operations;
+    float32 arrays round what is stored in them)."""
     for i in range(p.size):
         g = float(d[i])
         mi = beta1 * float(m[i]) + (1.0 - beta1) * g
         vi = beta2 * float(v[i]) + (1.0 - beta2) * g * g
         m[i], v[i] = mi, vi
-        p[i] += step_size * mi / (math.sqrt(vi) + eps)
+        p[i] = float(p[i]) + step_size * mi / (math.sqrt(vi) + eps)
 
 
-def adam_steps(kernel, n: int, steps: int = 6, seed: int = 0):
+def adam_steps(kernel, n: int, steps: int = 6, seed: int = 0, dtype=np.float64):
     rng = np.random.default_rng(seed)
-    p, m, v = rng.standard_normal(n), np.zeros(n), np.zeros(n)
+    p, m, v = rng.standard_normal(n).astype(dtype), np.zeros(n, dtype), np.zeros(n, dtype)
     for t in range(1, steps + 1):
-        d = rng.standard_normal(n) * 10.0 ** rng.integers(-12, 3, n)
+        d = (rng.standard_normal(n) * 10.0 ** rng.integers(-12, 3, n)).astype(dtype)
         d[rng.random(n) < 0.05] = 0.0
         c1, c2 = 1 - 0.9**t, 1 - 0.999**t  # standard Adam's bias corrections, folded as Adam.step does
         kernel(p, d, m, v, 0.9, 0.999, 1e-3 * np.sqrt(c2) / c1, 1e-8 * np.sqrt(c2))
     return p, m, v
 
 
-def test_numpy_adam_kernel_gives_the_bits_of_the_loop():
-    """Across several blocks (NUMPY_BLOCK) and a partial last block."""
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_numpy_adam_kernel_gives_the_bits_of_the_loop(dtype):
+    """Across several blocks (NUMPY_BLOCK) and a partial last block; float32 moments and parameters too."""
     n = 2 * optimizers.NUMPY_BLOCK + 37
-    for got, want in zip(adam_steps(optimizers.adam_kernel_numpy, n), adam_steps(adam_oracle, n)):
-        assert np.array_equal(got, want)
+    for got, want in zip(adam_steps(optimizers.adam_kernel_numpy, n, dtype=dtype),
+                         adam_steps(adam_oracle, n, dtype=dtype)):
+        assert got.dtype == dtype and np.array_equal(got, want)
 
 
-def test_numba_and_numpy_adam_kernels_give_the_same_bits():
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_numba_and_numpy_adam_kernels_give_the_same_bits(dtype):
     if optimizers.ADAM_KERNEL != "numba":
         pytest.skip(f"numba kernel not in use: {optimizers.ADAM_KERNEL_NOTE}")
     n = 784 * 785
-    for got, want in zip(adam_steps(optimizers.adam_kernel_numpy, n), adam_steps(optimizers._adam_kernel, n)):
+    for got, want in zip(adam_steps(optimizers.adam_kernel_numpy, n, dtype=dtype),
+                         adam_steps(optimizers._adam_kernel, n, dtype=dtype)):
         assert np.array_equal(got, want)
+
+
+def test_numba_adam_kernel_keeps_the_callers_thread_count():
+    """The kernel runs on the calling thread alone and leaves numba's thread count as it found it."""
+    if optimizers.ADAM_KERNEL != "numba":
+        pytest.skip(f"numba kernel not in use: {optimizers.ADAM_KERNEL_NOTE}")
+    import numba
+
+    before = numba.get_num_threads()
+    adam_steps(optimizers._adam_kernel, 100, steps=1)
+    assert numba.get_num_threads() == before
 
 
 def test_training_with_either_adam_kernel_gives_the_same_bits(monkeypatch):
