@@ -5,8 +5,10 @@ factorisation) against exact-inverse GAIT and BP, in one run, steps taking turns
 
 784-wide network with 4 hidden layers, batch 60, float64, Adam (published
 variant): BP, TP and GAIT-prop, each with and without the orthogonality
-regulariser.  Prints the machine's measured matmul peak (784x784 float64
-products), each step's time, its counted flops and achieved GFLOP/s, and the BP
+regulariser; then the paper-setting GAIT step with regulariser 0.1 in float64 and
+float32, with the regulariser's share and the ratio to the published code's step
+(:func:`bench_regulariser`; alone with ``--regulariser-only``).  Prints the machine's
+measured matmul peak (784x784 float64 products), each step's time, its counted flops and achieved GFLOP/s, and the BP
 step's ratio to its floating-point floor (counted flops / peak).  Timings are
 medians over repeated steps measured in one run, so ratios are comparable even
 on a shared, noisy machine.
