@@ -134,7 +134,15 @@ def provenance() -> dict:
     commit, dirty = project_commit()
     return {"python": sys.version.split()[0], "platform": platform.platform(), "cpu": cpu_model(),
             "blas": blas_libraries(), "packages": versions, "git_commit": commit, "git_dirty": dirty,
-            "command": " ".join(sys.argv), "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            "command": command_line(), "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def command_line() -> str:
+    """The command as a user would type it: ``python -m experiments ARGS`` (not the checkout's path)."""
+    program = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
+    if program is not None and program.name == "__main__.py" and program.parent.name == "experiments":
+        return " ".join(["python -m experiments", *sys.argv[1:]])
+    return " ".join(sys.argv)
 
 
 def cpu_model() -> str | None:

@@ -129,8 +129,11 @@ def run_figures(run: dict, reference: dict | None) -> dict:
         figures["gap_epoch"] = last
         figures["gap_to_reference"] = (None if last is None
                                        else accuracy_at(run, last) - accuracy_at(reference, last))
-        ref_peak = float(np.max(reference["accuracy"][reference["epochs"] <= epochs[-1] + 1e-9]))
-        figures["peak_gap_to_reference"] = figures["peak_test_accuracy"] - ref_peak
+        # the peaks over the epochs both runs have reached
+        limit = min(float(epochs[-1]), float(reference["epochs"][-1])) + 1e-9
+        figures["peak_gap_epochs"] = round(limit, 6)
+        figures["peak_gap_to_reference"] = (float(np.max(acc[epochs <= limit]))
+                                            - float(np.max(reference["accuracy"][reference["epochs"] <= limit])))
     return figures
 
 

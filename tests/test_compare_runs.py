@@ -74,3 +74,12 @@ def test_a_run_without_configuration_is_an_error(tmp_path, capsys):
     (run / "metrics.csv").write_text("epoch,step,split,metric,value\n0,0,test,accuracy,0.1\n")
     assert main(["compare_runs", str(run), "--out", str(tmp_path / "out")]) == 2
     assert "expected train's summary.json or checkpoint.npz" in capsys.readouterr().err
+
+
+def test_peaks_are_compared_over_the_epochs_both_runs_reached(runs, tmp_path, capsys):
+    bp, gait = runs  # BP has 4 epochs (peak 86.0 in epoch 4), GAIT 3 (peak 84.5)
+    assert main(["compare_runs", str(gait), str(bp), "--reference", "gait", "--out", str(tmp_path / "out")]) == 0
+    figures = json.loads((tmp_path / "out" / "summary.json").read_text())["runs"]["bp"]
+    assert figures["peak_gap_epochs"] == 3 and figures["peak_gap_to_reference"] == pytest.approx(0.85 - 0.845)
+    assert "| 86.00 (4) | +0.50 |" in capsys.readouterr().out
+

@@ -248,3 +248,12 @@ def test_provenance_records_only_the_projects_own_commit(tmp_path):
     commit, dirty = project_commit(tmp_path)
     assert len(commit) == 40 and dirty is False
     assert project_commit(ROOT)[0] is not None                          # this project's own checkout
+
+
+def test_provenance_records_the_command_as_typed_not_the_checkouts_path(monkeypatch):
+    from experiments.common import command_line
+
+    monkeypatch.setattr(sys, "argv", [str(ROOT / "experiments" / "__main__.py"), "train", "--epochs", "2"])
+    assert command_line() == "python -m experiments train --epochs 2"
+    monkeypatch.setattr(sys, "argv", ["/usr/local/bin/gaitcircuit", "demo"])
+    assert command_line() == "/usr/local/bin/gaitcircuit demo"
