@@ -142,9 +142,6 @@ def config_from_args(args) -> TrainConfig:
     """The run's configuration (resolved: lr and regulariser set); :class:`ValidationError` naming the option."""
     quick = QUICK_DEFAULTS if args.quick else DEFAULTS
     widths = parse_widths(args.widths) if args.widths else [784] * (check_count("--hidden", args.hidden, 0) + 2)
-    if args.update == "circuit" and args.dtype != "float64":
-        raise ValidationError(f"--dtype: expected float64 with --update circuit (the circuit engines compute in "
-                              f"float64), got {args.dtype}; use --update discrete for {args.dtype} training")
     if args.update == "discrete" and (args.schedule != "uniform" or args.noise != 0):
         raise ValidationError(f"--schedule and --noise: expected the defaults (uniform, 0) with --update discrete "
                               f"(the discrete rules have neither), got {args.schedule} and {args.noise!r}; use "

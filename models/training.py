@@ -316,7 +316,8 @@ class TrainConfig:
                                   f"learned feedback has a learning rate), got {self.feedback_lr!r}")
         if self.engine == "circuit" and self.dtype != "float64":
             raise ValidationError(f"dtype: expected 'float64' with engine 'circuit' (the circuit engines compute in "
-                                  f"float64), got {self.dtype!r}; use engine 'discrete' for float32 training")
+                                  f"float64), got {self.dtype!r}; use engine 'discrete' for float32 training "
+                                  "(CLI: train --update discrete)")
         if self.engine == "circuit":
             check_positive("gamma", self.gamma)  # one number: the output's coupling (the schedule sets the rest)
             check_gamma(self.gamma, 1)
