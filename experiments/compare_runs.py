@@ -32,6 +32,7 @@ import numpy as np
 
 from analysis.plots import accuracy_over_epochs, new_figure, save_figure
 from models.errors import ValidationError
+from models.training import read_metrics
 
 from .common import write_summary
 
@@ -84,9 +85,7 @@ def read_run(path: Path) -> dict:
     Returns ``{"config", "finished", "summary", "rows", "epochs", "accuracy", "steps_per_epoch"}``;
     ``epochs`` are fractional where a run evaluates within epochs (step / steps per epoch).
     """
-    with open(path / "metrics.csv", newline="") as fh:
-        rows = [{**r, "epoch": int(r["epoch"]), "step": int(r["step"]), "value": float(r["value"])}
-                for r in csv.DictReader(fh)]
+    rows = read_metrics(path / "metrics.csv")
     summary_path, checkpoint = path / "summary.json", path / "checkpoint.npz"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else None
     if summary is not None and summary.get("experiment") == "train":

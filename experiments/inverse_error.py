@@ -50,7 +50,7 @@ from models.feedback import (
     transposed_weights,
     updates_with_feedback,
 )
-from models.training import apply_update, train_step
+from models.training import apply_update, read_metrics, train_step
 from models.validation import check_count, check_gamma, check_positive
 
 from .common import DEFAULT_BLAS_THREADS, Progress, blas_threads, write_summary
@@ -467,9 +467,7 @@ def read_training_runs(directory) -> dict:
     runs = {}
     for path in sorted(Path(directory).glob("*_s*/metrics.csv")):
         kind, _, seed = path.parent.name.rpartition("_s")
-        with open(path, newline="") as fh:
-            runs[kind, int(seed)] = [{**r, "epoch": int(r["epoch"]), "value": float(r["value"])}
-                                     for r in csv.DictReader(fh)]
+        runs[kind, int(seed)] = read_metrics(path)
     if not runs:
         raise ValidationError(f"--tabulate-training: expected directories KIND_sSEED with a metrics.csv in "
                               f"{directory}, found none")

@@ -67,7 +67,7 @@ __all__ = [
     "FEEDBACKS", "FeedbackUpdate", "make_update", "read_update_state",
     "as_training_data",
     "data_digest", "check_training_data", "save_checkpoint", "read_checkpoint", "check_run_dir", "run_dir_lock",
-    "holds_run", "write_metrics", "summarise", "lu_inverse", "default_lu_threads", "blas_threads",
+    "holds_run", "write_metrics", "read_metrics", "summarise", "lu_inverse", "default_lu_threads", "blas_threads",
     "blas_libraries", "blas_start_threads", "DEFAULT_BLAS_THREADS", "CHECKPOINT", "PREVIOUS_CHECKPOINT",
     "METRICS", "LOCK_FILE", "DTYPES", "FLOAT32_MAX_SCALE",
 ]
@@ -802,6 +802,13 @@ def write_metrics(path, history: list) -> None:
             tmp.unlink()
         raise
     os.replace(tmp, path)
+
+
+def read_metrics(path) -> list:
+    """The rows :func:`write_metrics` wrote: ``epoch`` and ``step`` as int, ``value`` as float."""
+    with open(path, newline="") as fh:
+        return [{**r, "epoch": int(r["epoch"]), "step": int(r["step"]), "value": float(r["value"])}
+                for r in csv.DictReader(fh)]
 
 
 def _series(history: list, split: str, metric: str) -> list:
