@@ -8,12 +8,17 @@ checkpoint), and writes to ``--out``:
 - ``test_accuracy.png``: test accuracy against epoch, one line per run in its rule's colour,
   and beneath it each run's difference to the ``--reference`` run at the same epoch;
 - ``summary.json``: per run its configuration, the epochs done, the peak and where it occurred,
-  the final accuracy and the gap to the reference;
+  the final accuracy, the mean over the last ``--window`` epochs, and the gaps to the reference;
 - with ``--record``, a copy of each run's metrics.csv and summary.json in ``--out/LABEL/`` (small
   files, fit for version control).  A run still training has no summary.json yet: its record is
   written from the checkpoint's configuration and the metrics so far, marked ``"finished": false``.
 
 It prints a Markdown table of the same figures.  Nothing is trained or simulated.
+
+Two measures compare a run with the reference, each over the epochs both have reached: the
+difference of the peaks (the paper's measure; a maximum of noisy evaluations, it favours the
+run that fluctuates more), and the difference of the mean test accuracy over the last
+``--window`` of those epochs (a plateau's level, less sensitive to one lucky evaluation).
 
 Example (the long Fashion-MNIST runs of docs/results.md)::
 
@@ -33,6 +38,7 @@ import numpy as np
 from analysis.plots import accuracy_over_epochs, new_figure, save_figure
 from models.errors import ValidationError
 from models.training import read_metrics
+from models.validation import check_count
 
 from .common import write_summary
 
@@ -51,12 +57,15 @@ def add_arguments(parser):
                              "name)")
     parser.add_argument("--reference", metavar="NAME",
                         help="the run the others are compared with, by label (default: the first BP run, if any)")
+    parser.add_argument("--window", type=int, default=10, metavar="EPOCHS",
+                        help="average the test accuracy over the last EPOCHS epochs (default: 10)")
     parser.add_argument("--record", action="store_true",
                         help="copy each run's metrics.csv and summary.json into --out/NAME/")
 
 
 def validate(args) -> dict:
     """``{label: run directory}`` in the order given; ValidationError naming the option if one is bad."""
+    check_count("--window", args.window)
     names = {}
     for text in args.label or ():
         name, sep, run = text.partition("=")
@@ -113,15 +122,27 @@ def accuracy_at(run: dict, epoch: float) -> float | None:
     return float(run["accuracy"][hit[-1]]) if hit.size else None
 
 
-def run_figures(run: dict, reference: dict | None) -> dict:
-    """Epochs done, peak (and its epoch), final accuracy, and the gap to ``reference`` at the last shared epoch."""
+def window_mean(run: dict, end: float, window: float) -> float:
+    """Mean test accuracy over the evaluations after epoch ``max(end - window, 0)`` up to epoch ``end``.
+
+    Epoch 0 (before training) is never included.
+    """
+    start = max(end - window, 0.0)
+    chosen = (run["epochs"] > start + 1e-9) & (run["epochs"] <= end + 1e-9)
+    return float(np.mean(run["accuracy"][chosen]))
+
+
+def run_figures(run: dict, reference: dict | None, window: int = 10) -> dict:
+    """Epochs done, peak (and its epoch), final accuracy, mean over the last ``window`` epochs, and the
+    gaps to ``reference``: at the last shared epoch, of the peaks and of the window means over the shared epochs."""
     epochs, acc = run["epochs"], run["accuracy"]
     peak = int(np.argmax(acc))
     config = run["config"]
     figures = {"rule": config["rule"], "seed": config["seed"], "regulariser": config["regulariser"],
                "epochs_done": float(epochs[-1]), "epochs_planned": config["epochs"], "finished": run["finished"],
                "peak_test_accuracy": float(acc[peak]), "peak_epoch": float(epochs[peak]),
-               "final_test_accuracy": float(acc[-1])}
+               "final_test_accuracy": float(acc[-1]), "window_epochs": window,
+               "window_mean_test_accuracy": window_mean(run, float(epochs[-1]), window)}
     if reference is not None:
         shared = sorted(set(np.round(epochs, 6)) & set(np.round(reference["epochs"], 6)))
         last = shared[-1] if shared else None
@@ -133,16 +154,21 @@ def run_figures(run: dict, reference: dict | None) -> dict:
         figures["peak_gap_epochs"] = round(limit, 6)
         figures["peak_gap_to_reference"] = (float(np.max(acc[epochs <= limit]))
                                             - float(np.max(reference["accuracy"][reference["epochs"] <= limit])))
+        # the means over the last `window` of those epochs
+        figures["window_gap_to_reference"] = (window_mean(run, limit, window)
+                                              - window_mean(reference, limit, window))
     return figures
 
 
-def markdown_table(runs: dict, figures: dict, reference: str | None) -> str:
-    """Test accuracy (%) at :data:`TABLE_EPOCHS`, peak (epoch) and the gap to the reference, one row per run."""
+def markdown_table(runs: dict, figures: dict, reference: str | None, window: int = 10) -> str:
+    """Test accuracy (%) at :data:`TABLE_EPOCHS`, peak (epoch), the mean over the last ``window`` epochs and the
+    gaps to the reference, one row per run."""
     reached = max(f["epochs_done"] for f in figures.values())
     columns = [e for e in TABLE_EPOCHS if e <= reached]
-    header = ["run", "rule", "regulariser", "seed", "epochs", *(f"epoch {e}" for e in columns), "peak (epoch)"]
+    header = ["run", "rule", "regulariser", "seed", "epochs", *(f"epoch {e}" for e in columns), "peak (epoch)",
+              f"mean, last {window} epochs"]
     if reference:
-        header.append(f"peak - {reference} peak (same epochs)")
+        header += [f"peak - {reference} peak (same epochs)", f"mean - {reference} mean (same epochs)"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for label, run in runs.items():
         f = figures[label]
@@ -152,8 +178,10 @@ def markdown_table(runs: dict, figures: dict, reference: str | None) -> str:
             value = accuracy_at(run, e)
             cells.append("-" if value is None else f"{100 * value:.2f}")
         cells.append(f"{100 * f['peak_test_accuracy']:.2f} ({f['peak_epoch']:g})")
+        cells.append(f"{100 * f['window_mean_test_accuracy']:.2f}")
         if reference:
-            cells.append("" if label == reference else f"{100 * f['peak_gap_to_reference']:+.2f}")
+            cells += (["", ""] if label == reference else [f"{100 * f['peak_gap_to_reference']:+.2f}",
+                                                           f"{100 * f['window_gap_to_reference']:+.2f}"])
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -176,7 +204,7 @@ def run(args, out):
     reference = args.reference or next((k for k, r in runs.items() if r["config"]["rule"] == "bp"), None)
     if reference is not None and len(runs) == 1:
         reference = None
-    figures = {label: run_figures(r, runs[reference] if reference and label != reference else None)
+    figures = {label: run_figures(r, runs[reference] if reference and label != reference else None, args.window)
                for label, r in runs.items()}
     with open(out / "runs.csv", "w", newline="") as fh:
         writer = csv.writer(fh)
@@ -192,6 +220,6 @@ def run(args, out):
     if args.record:
         for label, path in paths.items():
             record(label, path, runs[label], figures[label], out)
-    write_summary(out, "compare_runs", {"runs": {k: str(v) for k, v in paths.items()}, "reference": reference},
-                  runs=figures)
-    print(markdown_table(runs, figures, reference))
+    write_summary(out, "compare_runs", {"runs": {k: str(v) for k, v in paths.items()}, "reference": reference,
+                                        "window": args.window}, runs=figures)
+    print(markdown_table(runs, figures, reference, args.window))

@@ -1,9 +1,10 @@
 """Grids of training runs shared by fig2 and fig3: run (or reuse) each, then tabulate.
 
 Every run lives in ``RUNS/<dataset>-<rule>-<arch>-s<seed>`` (``-eval<N>`` added with
-``--eval-every N``) and is resumed from its checkpoint, so a grid that was interrupted,
-or that overlaps an earlier one, only trains what is missing: finished runs are not
-touched and a run stopped in its k-th epoch continues from the checkpoint of epoch k - 1.
+``--eval-every N``, ``-float32`` with ``--dtype float32``) and is resumed from its
+checkpoint, so a grid that was interrupted, or that overlaps an earlier one, only trains
+what is missing: finished runs are not touched and a run stopped in its k-th epoch
+continues from the checkpoint of epoch k - 1.
 ``arch`` is "sq<H>" (784 wide, H hidden layers, leaky ReLU), "lin<H>" (the same, linear)
 or "var" (widths 784, 784, 500, 200, 10).  The runs are the points of a sweep
 (:func:`experiments.sweep.run_points`): a local process pool (``--workers``) or a Dask
@@ -13,7 +14,6 @@ cluster (``--scheduler``), finished runs recorded in ``OUT/points.jsonl``.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from dataclasses import asdict
 from functools import partial
@@ -27,8 +27,8 @@ from models.training import TrainConfig, with_defaults
 from models.validation import check_count
 
 from .datasets import DATASETS, Dataset, load_dataset
-from .options import add_data_arguments, comma_list, count_list, given_or, quick_help
-from .sweep import add_sweep_arguments, check_sweep_arguments, run_points
+from .options import add_data_arguments, add_dtype_argument, comma_list, count_list, given_or, quick_help
+from .sweep import add_sweep_arguments, check_sweep_arguments, pool_size, run_points
 from .train import add_eval_every_argument, check_eval_every, describe_result, resume_run
 
 VARIABLE_WIDTHS = [784, 784, 500, 200, 10]
@@ -40,8 +40,8 @@ RESULT_KEYS = ("peak_test_accuracy", "peak_test_epoch", "peak_test_step", "final
                "evaluation_overhead", "evaluation_share")
 
 
-def arch_config(arch: str, rule: str, dataset: str, seed: int, epochs: int, eval_every: int | None = None
-                ) -> TrainConfig:
+def arch_config(arch: str, rule: str, dataset: str, seed: int, epochs: int, eval_every: int | None = None,
+                dtype: str = "float64") -> TrainConfig:
     if arch == "var":
         widths, activation, reg = VARIABLE_WIDTHS, "leaky_relu", None
     elif arch.startswith("sq"):
@@ -51,18 +51,20 @@ def arch_config(arch: str, rule: str, dataset: str, seed: int, epochs: int, eval
     else:
         raise ValueError(f"arch: expected 'sq<H>', 'lin<H>' or 'var', got {arch!r}")
     return TrainConfig(dataset=dataset, rule=rule, widths=widths, activation=activation, regulariser=reg,
-                       seed=seed, epochs=epochs, eval_every=eval_every).resolved()
+                       seed=seed, epochs=epochs, eval_every=eval_every, dtype=dtype).resolved()
 
 
 def point_config(point: dict) -> TrainConfig:
     """The configuration of a grid's run (a point of :func:`grid_points`)."""
     return arch_config(point["arch"], point["rule"], point["dataset"], point["seed"], point["epochs"],
-                       point["eval_every"])
+                       point["eval_every"], point.get("dtype", "float64"))
 
 
-def run_name(dataset: str, rule: str, arch: str, seed: int, eval_every: int | None = None) -> str:
+def run_name(dataset: str, rule: str, arch: str, seed: int, eval_every: int | None = None,
+             dtype: str = "float64") -> str:
     """The directory name of one run of a grid, under --runs-dir."""
-    return f"{dataset}-{rule}-{arch}-s{seed}" + (f"-eval{eval_every}" if eval_every is not None else "")
+    return (f"{dataset}-{rule}-{arch}-s{seed}" + (f"-eval{eval_every}" if eval_every is not None else "")
+            + ("" if dtype == "float64" else f"-{dtype}"))
 
 
 #: option -> (default, default with --quick)
@@ -82,6 +84,7 @@ def add_grid_arguments(parser, datasets_default: str):
         "OUT/runs, so that quick runs never mix with real ones"))
     add_data_arguments(parser)
     add_eval_every_argument(parser)
+    add_dtype_argument(parser)
     add_sweep_arguments(parser)
     parser.add_argument("--tabulate-only", action="store_true",
                         help="train nothing: tabulate the runs already finished in --runs-dir and list the missing "
@@ -96,7 +99,7 @@ def grid_settings(args, datasets_default: str) -> dict:
             "rules": comma_list("--rules", args.rules, models.RULES),
             "seeds": count_list("--seeds", given_or(args, "seeds", *QUICK["seeds"]), minimum=0),
             "epochs": check_count("--epochs", given_or(args, "epochs", *QUICK["epochs"])),
-            "eval_every": check_eval_every(args), "runs": runs}
+            "eval_every": check_eval_every(args), "dtype": args.dtype, "runs": runs}
 
 
 #: (dataset, data_dir, allow_download, quick) -> Dataset: the last one a worker process loaded.
@@ -133,11 +136,14 @@ def train_cell(point: dict, data_dir=None, allow_download: bool = True, lu_threa
 def grid_points(cells: list, settings: dict, quick: bool) -> list:
     """The runs (sweep points) of a grid's (panel, dataset, arch, rule, seed) cells, each once, in their order."""
     points = {}
+    dtype = settings.get("dtype", "float64")
     for _, dataset, arch, rule, seed in cells:
-        run = Path(settings["runs"]) / run_name(dataset, rule, arch, seed, settings["eval_every"])
-        points.setdefault(run, {"run": str(run.resolve()), "dataset": dataset, "arch": arch, "rule": rule,
-                                "seed": seed, "epochs": settings["epochs"], "eval_every": settings["eval_every"],
-                                "quick": bool(quick)})
+        run = Path(settings["runs"]) / run_name(dataset, rule, arch, seed, settings["eval_every"], dtype)
+        point = {"run": str(run.resolve()), "dataset": dataset, "arch": arch, "rule": rule, "seed": seed,
+                 "epochs": settings["epochs"], "eval_every": settings["eval_every"], "quick": bool(quick)}
+        if dtype != "float64":  # float64 points keep the keys that points.jsonl of earlier grids recorded
+            point["dtype"] = dtype
+        points.setdefault(run, point)
     return list(points.values())
 
 
@@ -154,7 +160,7 @@ def train_grid(points: list, path, *, data_dir=None, allow_download: bool = True
         for dataset in dict.fromkeys(p["dataset"] for p in todo):
             load_dataset(dataset, data_dir, allow_download=allow_download)
 
-    parallel = scheduler is not None or (workers or os.cpu_count() or 1) > 1
+    parallel = scheduler is not None or pool_size(workers) > 1
     train_point = partial(train_cell, data_dir=data_dir, allow_download=allow_download,
                           lu_threads=1 if parallel else None, on_batch=on_batch)  # workers already fill the cores
     return run_points(points, train_point, path, workers=workers, label=label, scheduler=scheduler,

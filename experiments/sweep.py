@@ -66,6 +66,11 @@ def load_records(path) -> dict:
     return records
 
 
+def pool_size(workers: int | None = None) -> int:
+    """The local pool's processes: ``workers``, by default one per core."""
+    return workers or os.cpu_count() or 1
+
+
 def _call(fn, point):
     # One BLAS thread per worker: the workers already use every core.
     from threadpoolctl import threadpool_limits
@@ -139,7 +144,7 @@ class _executor:
                     from None
             self.client = Client(self.scheduler)
             return (lambda f, *a: self.client.submit(f, *a, pure=False)), dask_completed
-        self.pool = ProcessPoolExecutor(max_workers=self.workers or os.cpu_count() or 1,
+        self.pool = ProcessPoolExecutor(max_workers=pool_size(self.workers),
                                         mp_context=_pool_context(self.fn))
         return self.pool.submit, as_completed
 

@@ -23,9 +23,10 @@ def test_table_peak_gap_and_records(runs, tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["compare_runs", str(gait), str(bp), "--label", f"bp_s0={bp}", "--record", "--out", str(out)]) == 0
     table = capsys.readouterr().out
-    # the reference is the BP run; GAIT's peak 84.5 (epoch 3) against BP's peak over the same epochs, 85.0
-    assert "| gait | gait | 0.1 | 0 | 3/4 (training) | 78.00 | 84.50 (3) | -0.50 |" in table
-    assert "| bp_s0 | bp | 0 | 0 | 4/4 | 80.00 | 86.00 (4) |  |" in table
+    # the reference is the BP run; GAIT's peak 84.5 (epoch 3) against BP's peak over the same epochs, 85.0;
+    # GAIT's mean over epochs 1-3, 81.83, against BP's over the same epochs, 83.00
+    assert "| gait | gait | 0.1 | 0 | 3/4 (training) | 78.00 | 84.50 (3) | 81.83 | -0.50 | -1.17 |" in table
+    assert "| bp_s0 | bp | 0 | 0 | 4/4 | 80.00 | 86.00 (4) | 83.75 |  |  |" in table
     summary = json.loads((out / "summary.json").read_text())
     assert summary["config"]["reference"] == "bp_s0"
     figures = summary["runs"]["gait"]
@@ -58,6 +59,7 @@ def test_evaluations_within_epochs_are_placed_at_fractional_epochs(tmp_path):
     (["{bp}", "--label", "bp"], "--label: expected NAME=RUN, got 'bp'"),
     (["{bp}", "--label", "x={tmp}/other"], "--label: expected a RUN among the runs given"),
     (["{bp}", "{gait}", "--reference", "tp"], "--reference: expected one of the labels bp, gait, got 'tp'"),
+    (["{bp}", "--window", "0"], "--window: expected an integer >= 1, got 0"),
 ])
 def test_bad_arguments_are_usage_errors_before_anything_is_written(runs, tmp_path, capsys, argv, message):
     bp, gait = runs
@@ -81,5 +83,18 @@ def test_peaks_are_compared_over_the_epochs_both_runs_reached(runs, tmp_path, ca
     assert main(["compare_runs", str(gait), str(bp), "--reference", "gait", "--out", str(tmp_path / "out")]) == 0
     figures = json.loads((tmp_path / "out" / "summary.json").read_text())["runs"]["bp"]
     assert figures["peak_gap_epochs"] == 3 and figures["peak_gap_to_reference"] == pytest.approx(0.85 - 0.845)
-    assert "| 86.00 (4) | +0.50 |" in capsys.readouterr().out
+    assert "| 86.00 (4) | 83.75 | +0.50 | +1.17 |" in capsys.readouterr().out
+
+
+def test_window_means_average_the_last_epochs_both_runs_reached(runs, tmp_path):
+    bp, gait = runs
+    out = tmp_path / "out"
+    assert main(["compare_runs", str(gait), str(bp), "--window", "2", "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["config"]["window"] == 2
+    gait_figures, bp_figures = summary["runs"]["gait"], summary["runs"]["bp"]
+    assert gait_figures["window_mean_test_accuracy"] == pytest.approx((0.83 + 0.845) / 2)  # epochs 2-3
+    assert bp_figures["window_mean_test_accuracy"] == pytest.approx((0.84 + 0.86) / 2)  # epochs 3-4
+    # over the epochs both reached (1-3), the last two: GAIT 83.75 against BP 84.50
+    assert gait_figures["window_gap_to_reference"] == pytest.approx((0.83 + 0.845) / 2 - (0.85 + 0.84) / 2)
 

@@ -114,3 +114,34 @@ def test_an_interrupted_grid_trains_only_what_is_missing(tmp_path):
     for point, run in zip(points, (first, second)):  # the same bits as runs that were never interrupted
         train(point_config(point), grid_data("embedded", quick=True), tmp_path / "fresh" / run.name, progress=False)
         assert same_checkpoints(run, tmp_path / "fresh" / run.name), run.name
+
+
+def test_a_float32_grid_trains_float32_runs_beside_the_float64_ones(tmp_path):
+    """--dtype float32: its own run directories (a float64 run never resumes in float32), float32 weights, and
+    float64 points keep the keys of earlier grids' points.jsonl."""
+    cells = [("A", "embedded", "sq1", "bp", 0)]
+    (f64,) = grid_points(cells, settings(tmp_path), quick=True)
+    (f32,) = grid_points(cells, {**settings(tmp_path), "dtype": "float32"}, quick=True)
+    assert "dtype" not in f64 and f32["dtype"] == "float32"
+    assert Path(f64["run"]).name == "embedded-bp-sq1-s0" and Path(f32["run"]).name == "embedded-bp-sq1-s0-float32"
+    assert point_config(f64).dtype == "float64" and point_config(f32).dtype == "float32"
+    (record,) = train_grid([f32], tmp_path / "points.jsonl", workers=1)
+    assert record["result"]["peak_test_accuracy"] > 0
+    meta, arrays = read_checkpoint(Path(f32["run"]) / "checkpoint.npz")
+    assert meta["config"]["dtype"] == "float32"
+    assert {arrays[k].dtype for k in arrays if k[0] in "wb"} == {np.dtype(np.float32)}
+
+
+def test_coupling_learning_with_eval_every_keeps_the_epoch_curve_and_peaks_over_every_evaluation(tmp_path):
+    """The same weights as per-epoch evaluation, so the same curve at the ends of epochs; the peak also sees the
+    evaluations within epochs; the run has its own directory."""
+    base = {"rule": "bp", "engine": "discrete", "gamma": None, "noise": 0.0, "hidden": 1, "epochs": 2, "lr": 1e-3,
+            "seed": 0, "train_samples": 180}  # 3 batches per epoch: evaluations after batches 2, 3, 4 and 6
+    every = {**base, "eval_every": 2}
+    assert coupling_learning.point_name(every) == coupling_learning.point_name(base) + "-eval2"
+    per_epoch = coupling_learning.learn_point(base, runs=tmp_path)
+    with_every = coupling_learning.learn_point(every, runs=tmp_path)
+    assert with_every["test_accuracy"] == per_epoch["test_accuracy"] and len(per_epoch["test_accuracy"]) == 3
+    assert with_every["peak_test_accuracy"] >= per_epoch["peak_test_accuracy"] == max(per_epoch["test_accuracy"])
+    rows = read_checkpoint(tmp_path / coupling_learning.point_name(every) / "checkpoint.npz")[0]["history"]
+    assert sorted(r["step"] for r in rows if r["split"] == "test" and r["metric"] == "accuracy") == [0, 2, 3, 4, 6]
