@@ -272,7 +272,13 @@ def learning_curves(axes, history: list, rule: str | None = None, loss: str | No
     axes[-1].legend(fontsize=7)
 
 
-def accuracy_over_epochs(axes, curves: dict, reference: str | None = None) -> None:
+def trailing_mean(epochs, values, window: float) -> np.ndarray:
+    """At each of ``epochs`` (ascending), the mean of ``values`` over the epochs after ``epoch - window`` up to it."""
+    epochs, values = np.asarray(epochs, dtype=float), np.asarray(values, dtype=float)
+    return np.array([values[(epochs > e - window + 1e-9) & (epochs <= e + 1e-9)].mean() for e in epochs])
+
+
+def accuracy_over_epochs(axes, curves: dict, reference: str | None = None, window: int | None = None) -> None:
     """Test accuracy of several runs against epoch and, beneath, each run minus a reference run.
 
     Parameters
@@ -289,6 +295,10 @@ def accuracy_over_epochs(axes, curves: dict, reference: str | None = None) -> No
         shades.
     reference : str, optional
         The label of the run the others are compared with.
+    window : int, optional
+        With a ``reference``: draw, instead of the difference at each epoch, the difference of
+        the means over the last ``window`` epochs (:func:`trailing_mean`), which shows the
+        levels of long, noisy curves.
 
     Notes
     -----
@@ -309,8 +319,11 @@ def accuracy_over_epochs(axes, curves: dict, reference: str | None = None) -> No
             ref_epochs, ref_accuracy, _ = curves[reference]
             ref_epochs, ref_accuracy = np.asarray(ref_epochs), np.asarray(ref_accuracy)
             shared, mine, theirs = np.intersect1d(np.round(epochs, 6), np.round(ref_epochs, 6), return_indices=True)
-            axes[1].plot(shared, 100 * (accuracy[mine] - ref_accuracy[theirs]), label=f"{label} - {reference}",
-                         **style)
+            difference = accuracy[mine] - ref_accuracy[theirs]
+            if window is not None:  # the mean of a difference is the difference of the means
+                difference = trailing_mean(shared, difference, window)
+            axes[1].plot(shared, 100 * difference, **style,
+                         label=f"{label} - {reference}" + ("" if window is None else f", means of {window} epochs"))
             peak_gap = np.maximum.accumulate(accuracy[mine]) - np.maximum.accumulate(ref_accuracy[theirs])
             axes[1].plot(shared, 100 * peak_gap, label=f"peaks so far, {label} - {reference}",
                          **{**style, "linestyle": ":", "linewidth": 2.0})
@@ -321,7 +334,7 @@ def accuracy_over_epochs(axes, curves: dict, reference: str | None = None) -> No
         axes[1].axhline(0.0, color=RULE_COLORS.get(curves[reference][2]["rule"], "0.4"), lw=0.8)
         axes[1].set_ylabel(f"minus {reference} (points)")
         axes[1].grid(alpha=0.3)
-        axes[1].legend(fontsize=7, loc="lower right")
+        axes[1].legend(fontsize=7, loc="best")
     axes[-1].set_xlabel("epoch")
 
 

@@ -6,7 +6,8 @@ checkpoint), and writes to ``--out``:
 
 - ``runs.csv``: the test accuracy of every run at every evaluation (tidy rows);
 - ``test_accuracy.png``: test accuracy against epoch, one line per run in its rule's colour,
-  and beneath it each run's difference to the ``--reference`` run at the same epoch;
+  and beneath it each run's difference to the ``--reference`` run: of the means over the last
+  ``--window`` epochs (solid) and of the peaks so far (dotted);
 - ``summary.json``: per run its configuration, the epochs done, the peak and where it occurred,
   the final accuracy, the mean over the last ``--window`` epochs, and the gaps to the reference;
 - with ``--record``, a copy of each run's metrics.csv and summary.json in ``--out/LABEL/`` (small
@@ -215,7 +216,7 @@ def run(args, out):
                              for e, a in zip(r["epochs"], r["accuracy"]))
     curves = {label: (r["epochs"], r["accuracy"], r["config"]) for label, r in runs.items()}
     fig, axes = new_figure(2, 1, figsize=(7.5, 6.0), sharex=True, height_ratios=(2, 1))
-    accuracy_over_epochs(axes[:, 0], curves, reference=reference)
+    accuracy_over_epochs(axes[:, 0], curves, reference=reference, window=args.window)
     save_figure(fig, out / "test_accuracy.png")
     if args.record:
         for label, path in paths.items():

@@ -172,3 +172,18 @@ def test_demo_table_says_when_an_engine_did_not_converge(capsys):
     text = capsys.readouterr().out
     assert "converged" in text and "6/6" in text and "0/6" in text and "400 (limit)" in text
     assert "brian2 did NOT converge" in text and "fast did NOT" not in text
+
+
+def test_trailing_means_and_their_differences_beneath_the_curves():
+    epochs, values = np.array([0.0, 1, 2, 3, 4]), np.array([0.1, 0.5, 0.7, 0.6, 0.9])
+    # each epoch with the one before it
+    assert plots.trailing_mean(epochs[1:], values[1:], 2).tolist() == pytest.approx([0.5, 0.6, 0.65, 0.75])
+    fig = Figure()
+    axes = [fig.add_subplot(2, 1, 1), fig.add_subplot(2, 1, 2)]
+    curves = {"bp": (epochs, values, {"rule": "bp", "regulariser": 0.0}),
+              "gait": (epochs, values - np.array([0, 0.1, 0.3, 0.2, 0.0]), {"rule": "gait", "regulariser": 0.1})}
+    plots.accuracy_over_epochs(axes, curves, reference="bp", window=2)
+    solid, dotted = axes[1].get_lines()[:2]
+    assert solid.get_label() == "gait - bp, means of 2 epochs"
+    assert solid.get_ydata().tolist() == pytest.approx([-10.0, -20.0, -25.0, -10.0])   # epochs 1..4
+    assert dotted.get_ydata().tolist() == pytest.approx([-10.0, -30.0, -30.0, 0.0])    # the peaks so far
