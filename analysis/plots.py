@@ -27,7 +27,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
-from .metrics import cosine
+from .metrics import cosine, shared_evaluations, trailing_mean
 
 __all__ = ["RULE_COLORS", "RULE_LABELS", "ENGINE_STYLES", "ENGINE_LABELS", "SCHEDULE_STYLES", "line_style",
            "rule_label", "sequential_colors", "legend_handles", "line_handle", "patch_handle", "new_figure",
@@ -272,12 +272,6 @@ def learning_curves(axes, history: list, rule: str | None = None, loss: str | No
     axes[-1].legend(fontsize=7)
 
 
-def trailing_mean(epochs, values, window: float) -> np.ndarray:
-    """At each of ``epochs`` (ascending), the mean of ``values`` over the epochs after ``epoch - window`` up to it."""
-    epochs, values = np.asarray(epochs, dtype=float), np.asarray(values, dtype=float)
-    return np.array([values[(epochs > e - window + 1e-9) & (epochs <= e + 1e-9)].mean() for e in epochs])
-
-
 def accuracy_over_epochs(axes, curves: dict, reference: str | None = None, window: int | None = None) -> None:
     """Test accuracy of several runs against epoch and, beneath, each run minus a reference run.
 
@@ -297,8 +291,8 @@ def accuracy_over_epochs(axes, curves: dict, reference: str | None = None, windo
         The label of the run the others are compared with.
     window : int, optional
         With a ``reference``: draw, instead of the difference at each epoch, the difference of
-        the means over the last ``window`` epochs (:func:`trailing_mean`), which shows the
-        levels of long, noisy curves.
+        the means over the last ``window`` epochs (:func:`analysis.metrics.trailing_mean` of the
+        differences at the shared evaluations), which shows the levels of long, noisy curves.
 
     Notes
     -----
@@ -318,13 +312,14 @@ def accuracy_over_epochs(axes, curves: dict, reference: str | None = None, windo
         if reference is not None and len(axes) > 1 and label != reference:
             ref_epochs, ref_accuracy, _ = curves[reference]
             ref_epochs, ref_accuracy = np.asarray(ref_epochs), np.asarray(ref_accuracy)
-            shared, mine, theirs = np.intersect1d(np.round(epochs, 6), np.round(ref_epochs, 6), return_indices=True)
+            shared, mine, theirs = shared_evaluations(epochs, ref_epochs)
             difference = accuracy[mine] - ref_accuracy[theirs]
             if window is not None:  # the mean of a difference is the difference of the means
                 difference = trailing_mean(shared, difference, window)
             axes[1].plot(shared, 100 * difference, **style,
                          label=f"{label} - {reference}" + ("" if window is None else f", means of {window} epochs"))
-            peak_gap = np.maximum.accumulate(accuracy[mine]) - np.maximum.accumulate(ref_accuracy[theirs])
+            # each run's peak over all its evaluations so far (also those the other run did not make)
+            peak_gap = np.maximum.accumulate(accuracy)[mine] - np.maximum.accumulate(ref_accuracy)[theirs]
             axes[1].plot(shared, 100 * peak_gap, label=f"peaks so far, {label} - {reference}",
                          **{**style, "linestyle": ":", "linewidth": 2.0})
     axes[0].set_ylabel("test accuracy (%)")

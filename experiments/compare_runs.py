@@ -18,8 +18,9 @@ It prints a Markdown table of the same figures.  Nothing is trained or simulated
 
 Two measures compare a run with the reference, each over the epochs both have reached: the
 difference of the peaks (the paper's measure; a maximum of noisy evaluations, it favours the
-run that fluctuates more), and the difference of the mean test accuracy over the last
-``--window`` of those epochs (a plateau's level, less sensitive to one lucky evaluation).
+run that fluctuates more), and the mean difference over the last ``--window`` of those epochs
+at the evaluations both runs made (a plateau's level, less sensitive to one lucky
+evaluation).  A run that has done fewer epochs than ``--window`` is averaged over all of them.
 
 Example (the long Fashion-MNIST runs of docs/results.md)::
 
@@ -36,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from analysis.metrics import shared_evaluations, trailing_mean
 from analysis.plots import accuracy_over_epochs, new_figure, save_figure
 from models.errors import ValidationError
 from models.training import read_metrics
@@ -43,7 +45,8 @@ from models.validation import check_count
 
 from .common import write_summary
 
-DESCRIPTION = "training runs side by side (finished or still training): test accuracy per epoch, peak, gap"
+DESCRIPTION = ("training runs side by side (finished or still training): test accuracy per epoch, peak, "
+               "mean of the last epochs, gaps")
 
 #: Epochs at which the printed table shows the test accuracy (those a run has reached).
 TABLE_EPOCHS = (1, 5, 10, 20, 30, 50, 75, 100)
@@ -123,41 +126,51 @@ def accuracy_at(run: dict, epoch: float) -> float | None:
     return float(run["accuracy"][hit[-1]]) if hit.size else None
 
 
-def window_mean(run: dict, end: float, window: float) -> float:
-    """Mean test accuracy over the evaluations after epoch ``max(end - window, 0)`` up to epoch ``end``.
+def window_mean(run: dict, window: int) -> float | None:
+    """Mean test accuracy over the run's evaluations in its last ``window`` epochs (all of them for a shorter
+    run; the untrained network's, epoch 0, never); None for a run that has not finished an epoch."""
+    trained = run["epochs"] > 0
+    if not trained.any():
+        return None
+    return float(trailing_mean(run["epochs"][trained], run["accuracy"][trained], window)[-1])
 
-    Epoch 0 (before training) is never included.
-    """
-    start = max(end - window, 0.0)
-    chosen = (run["epochs"] > start + 1e-9) & (run["epochs"] <= end + 1e-9)
-    return float(np.mean(run["accuracy"][chosen]))
+
+def window_gap(run: dict, reference: dict, window: int) -> float | None:
+    """Mean over the last ``window`` of the epochs both runs reached of the difference ``run - reference`` at
+    the evaluations both made (what the plot's solid line ends at); None if they share no trained evaluation."""
+    shared, mine, theirs = shared_evaluations(run["epochs"], reference["epochs"])
+    trained = shared > 0
+    if not trained.any():
+        return None
+    difference = run["accuracy"][mine[trained]] - reference["accuracy"][theirs[trained]]
+    return float(trailing_mean(shared[trained], difference, window)[-1])
 
 
 def run_figures(run: dict, reference: dict | None, window: int = 10) -> dict:
     """Epochs done, peak (and its epoch), final accuracy, mean over the last ``window`` epochs, and the
-    gaps to ``reference``: at the last shared epoch, of the peaks and of the window means over the shared epochs."""
+    gaps to ``reference``: at the last shared epoch, of the peaks and of the window means over the shared epochs.
+
+    ``window_epochs`` is the span averaged: ``window``, or the epochs done if fewer."""
     epochs, acc = run["epochs"], run["accuracy"]
     peak = int(np.argmax(acc))
     config = run["config"]
     figures = {"rule": config["rule"], "seed": config["seed"], "regulariser": config["regulariser"],
                "epochs_done": float(epochs[-1]), "epochs_planned": config["epochs"], "finished": run["finished"],
                "peak_test_accuracy": float(acc[peak]), "peak_epoch": float(epochs[peak]),
-               "final_test_accuracy": float(acc[-1]), "window_epochs": window,
-               "window_mean_test_accuracy": window_mean(run, float(epochs[-1]), window)}
+               "final_test_accuracy": float(acc[-1]), "window_epochs": min(window, float(epochs[-1])),
+               "window_mean_test_accuracy": window_mean(run, window)}
     if reference is not None:
-        shared = sorted(set(np.round(epochs, 6)) & set(np.round(reference["epochs"], 6)))
-        last = shared[-1] if shared else None
-        figures["gap_epoch"] = last
-        figures["gap_to_reference"] = (None if last is None
-                                       else accuracy_at(run, last) - accuracy_at(reference, last))
+        shared, mine, theirs = shared_evaluations(epochs, reference["epochs"])
+        figures["gap_epoch"] = float(shared[-1]) if shared.size else None
+        figures["gap_to_reference"] = (float(acc[mine[-1]] - reference["accuracy"][theirs[-1]]) if shared.size
+                                       else None)
         # the peaks over the epochs both runs have reached
         limit = min(float(epochs[-1]), float(reference["epochs"][-1])) + 1e-9
         figures["peak_gap_epochs"] = round(limit, 6)
         figures["peak_gap_to_reference"] = (float(np.max(acc[epochs <= limit]))
                                             - float(np.max(reference["accuracy"][reference["epochs"] <= limit])))
-        # the means over the last `window` of those epochs
-        figures["window_gap_to_reference"] = (window_mean(run, limit, window)
-                                              - window_mean(reference, limit, window))
+        # the mean difference over the last `window` of those epochs
+        figures["window_gap_to_reference"] = window_gap(run, reference, window)
     return figures
 
 
@@ -179,12 +192,17 @@ def markdown_table(runs: dict, figures: dict, reference: str | None, window: int
             value = accuracy_at(run, e)
             cells.append("-" if value is None else f"{100 * value:.2f}")
         cells.append(f"{100 * f['peak_test_accuracy']:.2f} ({f['peak_epoch']:g})")
-        cells.append(f"{100 * f['window_mean_test_accuracy']:.2f}")
+        cells.append(percent(f["window_mean_test_accuracy"]))
         if reference:
-            cells += (["", ""] if label == reference else [f"{100 * f['peak_gap_to_reference']:+.2f}",
-                                                           f"{100 * f['window_gap_to_reference']:+.2f}"])
+            cells += (["", ""] if label == reference else [percent(f["peak_gap_to_reference"], "+"),
+                                                           percent(f["window_gap_to_reference"], "+")])
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def percent(fraction: float | None, sign: str = "") -> str:
+    """A fraction as a table's percentage with two decimals ("-" for None)."""
+    return "-" if fraction is None else f"{100 * fraction:{sign}.2f}"
 
 
 def record(label: str, path: Path, run: dict, figures: dict, out: Path) -> None:

@@ -253,8 +253,10 @@ def bar_plot(ax, summary, group_key: str, rules, title: str):
 
 
 def seeds_note(summary) -> str:
-    """What a figure's error bars show: "std over N seeds", or that one seed has none."""
+    """What a figure's error bars show: "std over N seeds", that one seed has none, or that no run finished."""
     seeds = sorted({s["seeds"] for s in summary})
+    if not seeds:
+        return "no finished runs"
     if seeds == [1]:
         return "one seed: no error bars"
     return f"error bars: std over {seeds[0] if len(seeds) == 1 else f'{seeds[0]}-{seeds[-1]}'} seeds"

@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import os
 import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Callable
 
+from models.training import available_cores
 from models.validation import check_count
 
 from .common import Progress
@@ -67,8 +67,8 @@ def load_records(path) -> dict:
 
 
 def pool_size(workers: int | None = None) -> int:
-    """The local pool's processes: ``workers``, by default one per core."""
-    return workers or os.cpu_count() or 1
+    """The local pool's processes: ``workers``, by default one per core this process may run on."""
+    return workers or available_cores()
 
 
 def _call(fn, point):

@@ -94,7 +94,7 @@ def add_arguments(parser):
 
 
 def add_eval_every_argument(parser) -> None:
-    """--eval-every N: the published evaluation protocol (train, fig2, fig3)."""
+    """--eval-every N: the published evaluation protocol (train, fig2, fig3, coupling_learning)."""
     parser.add_argument("--eval-every", type=int, metavar="N",
                         help="evaluate on the whole training and test sets every N batches (and at the end of every "
                              "epoch) and report the peak, the published protocol with N = 10 (default: once per "

@@ -520,9 +520,16 @@ def blas_threads(n: int | None):
     return threadpool_limits(limits=n, user_api="blas")
 
 
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the platform has one), at least 1."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
 def default_lu_threads() -> int:
     """The cores this process may use, at most 2 (measured: a third LU thread gains nothing at 784 wide)."""
-    return max(1, min(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+    return min(2, available_cores())
 
 
 def lu_inverse(lu_threads: int | None = None) -> DirectInverse:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import warnings
 
 import pytest
 
@@ -98,3 +99,29 @@ def test_window_means_average_the_last_epochs_both_runs_reached(runs, tmp_path):
     # over the epochs both reached (1-3), the last two: GAIT 83.75 against BP 84.50
     assert gait_figures["window_gap_to_reference"] == pytest.approx((0.83 + 0.845) / 2 - (0.85 + 0.84) / 2)
 
+
+
+def test_the_window_gap_is_the_plots_mean_difference_at_the_shared_evaluations(tmp_path, capsys):
+    """A run evaluated also within epochs (--eval-every) against one evaluated per epoch, with the same accuracy at
+    the ends of epochs: no gap, in the table and in the plot, whatever the evaluations between."""
+    per_epoch = write_run(tmp_path / "bp", "bp", [0.1, 0.8, 0.9], finished=True, steps_per_epoch=100)
+    within = write_run(tmp_path / "gait", "gait", [0.1, 0.8, 0.9], finished=True, steps_per_epoch=100)
+    with open(within / "metrics.csv", "a", newline="") as fh:
+        csv.writer(fh).writerows([[1, 50, "test", "accuracy", 0.7], [2, 150, "test", "accuracy", 0.7]])
+    out = tmp_path / "out"
+    assert main(["compare_runs", str(within), str(per_epoch), "--window", "2", "--out", str(out)]) == 0
+    figures = json.loads((out / "summary.json").read_text())["runs"]["gait"]
+    assert figures["window_gap_to_reference"] == 0.0 and figures["gap_to_reference"] == 0.0
+    assert figures["window_mean_test_accuracy"] == pytest.approx((0.7 + 0.8 + 0.7 + 0.9) / 4)  # its own evaluations
+
+
+def test_a_run_without_a_trained_epoch_has_no_means_and_no_gaps(tmp_path, capsys):
+    bp = write_run(tmp_path / "bp", "bp", [0.1, 0.8], finished=True)
+    fresh = write_run(tmp_path / "fresh", "gait", [0.1], finished=False)
+    out = tmp_path / "out"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "Mean of empty slice"
+        assert main(["compare_runs", str(fresh), str(bp), "--out", str(out)]) == 0
+    figures = json.loads((out / "summary.json").read_text())["runs"]["fresh"]
+    assert figures["window_mean_test_accuracy"] is None and figures["window_gap_to_reference"] is None
+    assert "| 10.00 (0) | - |" in capsys.readouterr().out

@@ -13,6 +13,7 @@ import pytest
 from matplotlib.figure import Figure
 
 from analysis import plots
+from analysis.metrics import trailing_mean
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -176,8 +177,11 @@ def test_demo_table_says_when_an_engine_did_not_converge(capsys):
 
 def test_trailing_means_and_their_differences_beneath_the_curves():
     epochs, values = np.array([0.0, 1, 2, 3, 4]), np.array([0.1, 0.5, 0.7, 0.6, 0.9])
-    # each epoch with the one before it
-    assert plots.trailing_mean(epochs[1:], values[1:], 2).tolist() == pytest.approx([0.5, 0.6, 0.65, 0.75])
+    # each epoch with the one before it; a longer window than the curve averages from its start
+    assert trailing_mean(epochs[1:], values[1:], 2).tolist() == pytest.approx([0.5, 0.6, 0.65, 0.75])
+    assert trailing_mean(epochs[1:], values[1:], 10).tolist() == pytest.approx([0.5, 0.6, 0.6, 0.675])
+    within = np.array([0.5, 1.0, 1.5, 2.0])  # evaluations every half epoch: a window of 1 epoch holds two
+    assert trailing_mean(within, [1.0, 2.0, 3.0, 4.0], 1).tolist() == pytest.approx([1.0, 1.5, 2.5, 3.5])
     fig = Figure()
     axes = [fig.add_subplot(2, 1, 1), fig.add_subplot(2, 1, 2)]
     curves = {"bp": (epochs, values, {"rule": "bp", "regulariser": 0.0}),
