@@ -189,9 +189,8 @@ def markdown_table(runs: dict, figures: dict, reference: str | None, window: int
         cells = [label, f["rule"], f"{f['regulariser']:g}", str(f["seed"]),
                  f"{f['epochs_done']:g}/{f['epochs_planned']}" + ("" if f["finished"] else " (training)")]
         for e in columns:
-            value = accuracy_at(run, e)
-            cells.append("-" if value is None else f"{100 * value:.2f}")
-        cells.append(f"{100 * f['peak_test_accuracy']:.2f} ({f['peak_epoch']:g})")
+            cells.append(percent(accuracy_at(run, e)))
+        cells.append(f"{percent(f['peak_test_accuracy'])} ({f['peak_epoch']:g})")
         cells.append(percent(f["window_mean_test_accuracy"]))
         if reference:
             cells += (["", ""] if label == reference else [percent(f["peak_gap_to_reference"], "+"),
